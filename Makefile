@@ -1,0 +1,52 @@
+# skipflow: `make demo` runs the main job on the embedded default,
+# `make test` builds and runs every test (installing what they need).
+
+CARGO      ?= cargo
+CACHE      ?= $(HOME)/.cache/skipflow
+VENV       ?= $(CACHE)/venv
+PYTHON     := $(VENV)/bin/python
+BENCH_DIR  ?= .bench
+WORKERS    ?= 2
+
+.PHONY: all build release test test-rust pyenv lint demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+# Python readers (pyarrow, DuckDB from PyPI) used by the tests to read the
+# Parquet outputs back; installed once into a cache outside the clone.
+$(PYTHON):
+	mkdir -p $(CACHE)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb
+
+pyenv: $(PYTHON)
+	@$(PYTHON) -c "import pyarrow, duckdb" || (rm -rf $(VENV) && $(MAKE) $(PYTHON))
+
+test: pyenv
+	SKIPFLOW_PYTHON=$(PYTHON) $(CARGO) test --all-targets -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo: release
+	./target/release/skipflow demo
+
+# Batch benchmark: ~3.5M events (20,000 users, 7 days) generated once, then
+# `skipflow batch` timed with $(WORKERS) workers (events/s and peak RSS).
+$(BENCH_DIR)/events.ndjson: | release
+	mkdir -p $(BENCH_DIR)
+	./target/release/skipflow generate --users 20000 --days 7 --seed 7 --output $@
+
+bench: release $(BENCH_DIR)/events.ndjson
+	./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
+
+clean:
+	$(CARGO) clean
+	rm -rf out $(BENCH_DIR)

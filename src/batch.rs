@@ -1,0 +1,419 @@
+//! Batch runs: a bounded input, one pass of the shared dataflow, every
+//! partition staged, then published all together.
+//!
+//! Time 0 carries the events. Once it is complete the day range is known
+//! (given, or the first and last day of the kept events); time 1 then adds
+//! the window days before the range (read back from the output directory) and
+//! the as-of days, so the profile is computed once, from daily aggregates.
+
+use crate::dataflow::{self, Listen, RejectRow};
+use crate::dates;
+use crate::decode::{self, Reject, MAX_VALUE_BYTES};
+use crate::intern::{EventIdCache, Id, Interner};
+use crate::report::{Counts, InputRange, RunReport, TableWrite};
+use crate::schema::Table;
+use crate::sink::{self, publish, Staged};
+use crate::source::files::{self, FileReader, Split};
+use crate::source::{Poll, RawRecord};
+use anyhow::{anyhow, Context, Result};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+/// A batch run's settings.
+#[derive(Clone, Debug)]
+pub struct BatchConfig {
+    pub output: PathBuf,
+    pub inputs: Vec<String>,
+    /// [FROM, TO] as day numbers; `None` = first..last day of the kept events.
+    pub range: Option<(i32, i32)>,
+    pub workers: usize,
+    /// Show a progress bar on a terminal.
+    pub progress: bool,
+}
+
+/// What a batch run did.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    pub report: RunReport,
+    pub report_path: PathBuf,
+}
+
+/// Everything the workers share.
+struct Shared {
+    interner: Arc<Interner>,
+    counts: Mutex<Counts>,
+    kept_days: Mutex<BTreeMap<i32, i64>>,
+    kept: Mutex<i64>,
+    barrier: Barrier,
+    staged: Mutex<Vec<Staged>>,
+    missing: Mutex<Vec<i32>>,
+    bytes: Arc<AtomicU64>,
+    sources: Vec<Id>,
+    run_day: i32,
+}
+
+/// Decodes one raw record and feeds it to the dataflow's inputs.
+pub struct Feeder {
+    pub interner: Arc<Interner>,
+    pub cache: EventIdCache,
+    pub counts: Counts,
+    pub range: Option<(i32, i32)>,
+    pub run_day: i32,
+}
+
+impl Feeder {
+    pub fn feed(&mut self, source: Id, rec: RawRecord<'_>, h: &mut dataflow::Handles) {
+        self.counts.read += 1;
+        let value = rec.value.unwrap_or(&[]);
+        let decoded = if rec.value.is_none() {
+            Err(Reject::InvalidJson)
+        } else {
+            decode::decode(value)
+        };
+        match decoded {
+            Err(reason) => {
+                self.counts.reject(reason);
+                let day = rec.message_ts.map(decode::day_of).unwrap_or(self.run_day);
+                let raw = value[..value.len().min(MAX_VALUE_BYTES)].to_vec();
+                let row = RejectRow {
+                    source,
+                    partition: rec.partition,
+                    offset: rec.offset,
+                    message_ts: rec.message_ts,
+                    reason,
+                    raw,
+                };
+                h.rejected.update((day, row), 1);
+            }
+            Ok(e) => {
+                let day = e.day();
+                if let Some((from, to)) = self.range {
+                    if day < from || day > to {
+                        self.counts.out_of_range += 1;
+                        return;
+                    }
+                }
+                let eid = self.cache.get(&self.interner, day).intern(&e.event_id);
+                let l = Listen {
+                    ts: e.ts,
+                    user: self.interner.name(&e.user_id),
+                    track: self.interner.name(&e.track_id),
+                    artist: self.interner.name(&e.artist_id),
+                    ms_played: e.ms_played as u32,
+                    duration: e.track_duration_ms as u32,
+                    skip: e.skip,
+                };
+                h.listens.update(((day, eid), l), 1);
+            }
+        }
+    }
+}
+
+fn run_id(started: &chrono::DateTime<chrono::Utc>) -> String {
+    format!("{}-{}", started.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id())
+}
+
+/// Runs a batch over files.
+pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
+    let started = chrono::Utc::now();
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&cfg.output)
+        .with_context(|| format!("cannot create output directory {}", cfg.output.display()))?;
+    let _lock = publish::OutputLock::acquire(&cfg.output)?;
+    publish::clean_staging(&cfg.output)?;
+    let id = run_id(&started);
+    let staging = publish::staging_dir(&cfg.output, &id)?;
+    let workers = cfg.workers.max(1);
+
+    let splits = files::plan(&cfg.inputs, workers)?;
+    let interner = Interner::new();
+    let sources: Vec<Id> = cfg.inputs.iter().map(|p| interner.name(p)).collect();
+    let shared = Arc::new(Shared {
+        interner: interner.clone(),
+        counts: Mutex::new(Counts::default()),
+        kept_days: Mutex::new(BTreeMap::new()),
+        kept: Mutex::new(0),
+        barrier: Barrier::new(workers),
+        staged: Mutex::new(Vec::new()),
+        missing: Mutex::new(Vec::new()),
+        bytes: Arc::new(AtomicU64::new(0)),
+        sources,
+        run_day: dates::today(),
+    });
+
+    let total = files::total_bytes(&cfg.inputs);
+    let done = Arc::new(AtomicBool::new(false));
+    let bar = cfg
+        .progress
+        .then(|| progress_thread(total, shared.bytes.clone(), done.clone()));
+
+    let cfg2 = cfg.clone();
+    let sh = shared.clone();
+    let staging2 = staging.clone();
+    let splits = Arc::new(splits);
+    let result = timely::execute(timely::Config::process(workers), move |worker| {
+        let r = batch_worker(worker, &cfg2, &sh, &splits, &staging2);
+        if let Err(e) = &r {
+            // Let the other workers pass the barrier if this one failed before it.
+            tracing::error!("worker {}: {e:#}", worker.index());
+        }
+        r.map_err(|e| format!("{e:#}"))
+    })
+    .map_err(|e| anyhow!("starting workers: {e}"))?
+    .join();
+    done.store(true, Ordering::Relaxed);
+    if let Some(h) = bar {
+        let _ = h.join();
+    }
+    let mut failures = Vec::new();
+    for r in result {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e),
+            Err(e) => failures.push(format!("worker panicked: {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(anyhow!("{}; no partition was published", failures.join("; ")));
+    }
+
+    // Publish: every staged partition, then remove partitions of the range left without rows.
+    let shared = Arc::try_unwrap(shared).map_err(|_| anyhow!("workers still hold shared state"))?;
+    let staged = shared.staged.into_inner().expect("staged");
+    let mut counts = shared.counts.into_inner().expect("counts");
+    let kept = shared.kept.into_inner().expect("kept") as u64;
+    counts.kept = kept;
+    counts.duplicates = counts.read - counts.rejected - counts.out_of_range - kept;
+    let range = effective_range(cfg.range, &shared.kept_days.into_inner().expect("days"));
+
+    let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
+    let mut written: HashSet<(Table, i32)> = HashSet::new();
+    for s in &staged {
+        publish::publish(&cfg.output, s, true)?;
+        written.insert((s.table, s.day));
+        let t = tables.entry(s.table.name().to_string()).or_default();
+        t.partitions_written += 1;
+        t.rows += s.rows as u64;
+        t.bytes += s.bytes;
+        t.days.push(dates::day_to_string(s.day));
+    }
+    if let Some((from, to)) = range {
+        for table in [
+            Table::UserDaily,
+            Table::UserTrackDaily,
+            Table::UserArtistDaily,
+            Table::UserProfile28d,
+        ] {
+            for day in publish::published_days(&cfg.output, table)? {
+                if day >= from
+                    && day <= to
+                    && !written.contains(&(table, day))
+                    && publish::remove(&cfg.output, table, day)?
+                {
+                    tables.entry(table.name().to_string()).or_default().partitions_removed += 1;
+                }
+            }
+        }
+    }
+    for t in tables.values_mut() {
+        t.days.sort();
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+
+    let mut missing = shared.missing.into_inner().expect("missing");
+    missing.sort_unstable();
+    let finished = chrono::Utc::now();
+    let report = RunReport {
+        run_id: id.clone(),
+        mode: "batch".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: started.to_rfc3339(),
+        finished_at: finished.to_rfc3339(),
+        elapsed_s: t0.elapsed().as_secs_f64(),
+        workers,
+        range: range.map(|(f, t)| (dates::day_to_string(f), dates::day_to_string(t))),
+        inputs: input_ranges(cfg, &shared.interner),
+        counts,
+        tables,
+        missing_window_days: missing.into_iter().map(dates::day_to_string).collect(),
+    };
+    let report_path = write_report(&cfg.output, &report)?;
+    Ok(BatchOutcome { report, report_path })
+}
+
+fn input_ranges(cfg: &BatchConfig, _int: &Interner) -> Vec<InputRange> {
+    cfg.inputs
+        .iter()
+        .map(|p| InputRange::File {
+            path: p.clone(),
+            lines: -1,
+        })
+        .collect()
+}
+
+/// Writes the run report as `<output>/_runs/<run_id>.json` (atomically).
+pub fn write_report(out: &std::path::Path, report: &RunReport) -> Result<PathBuf> {
+    let dir = out.join("_runs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.json", report.run_id));
+    let tmp = dir.join(format!(".{}.json.tmp", report.run_id));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(report)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// The run's day range: the given one, or first..last day with kept events.
+fn effective_range(given: Option<(i32, i32)>, kept_days: &BTreeMap<i32, i64>) -> Option<(i32, i32)> {
+    given.or_else(|| {
+        let mut days = kept_days.iter().filter(|(_, n)| **n > 0).map(|(d, _)| *d);
+        let first = days.next()?;
+        let last = days.next_back().unwrap_or(first);
+        Some((first, last))
+    })
+}
+
+fn batch_worker(
+    worker: &mut timely::worker::Worker,
+    cfg: &BatchConfig,
+    sh: &Shared,
+    splits: &[Split],
+    staging: &std::path::Path,
+) -> Result<()> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let mut h = dataflow::build(worker, sh.interner.clone());
+    let mine: Vec<Split> = splits
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % peers == index)
+        .map(|(_, s)| s.clone())
+        .collect();
+    let mut reader = FileReader::new(mine, sh.bytes.clone());
+    let mut feeder = Feeder {
+        interner: sh.interner.clone(),
+        cache: EventIdCache::default(),
+        counts: Counts::default(),
+        range: cfg.range,
+        run_day: sh.run_day,
+    };
+    let mut failure: Option<anyhow::Error> = None;
+    loop {
+        let polled = reader.poll(16 * 1024, &mut |file, rec| feeder.feed(sh.sources[file], rec, &mut h));
+        worker.step();
+        match polled {
+            Ok(Poll::More) => {}
+            Ok(Poll::Done) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // Time 0 is complete once every worker's events are through.
+    for t in [
+        &mut h.listens as &mut dyn Advance,
+        &mut h.rejected,
+        &mut h.prior,
+        &mut h.as_of,
+    ] {
+        t.advance(1);
+    }
+    worker.step_while(|| h.probe.less_than(&1));
+    {
+        let k = h.kept.borrow();
+        *sh.kept.lock().expect("kept") += k.count;
+        let mut days = sh.kept_days.lock().expect("days");
+        for (d, n) in &k.days {
+            *days.entry(*d).or_insert(0) += n;
+        }
+        sh.counts.lock().expect("counts").add(&feeder.counts);
+    }
+    sh.barrier.wait();
+    let range = effective_range(cfg.range, &sh.kept_days.lock().expect("days"));
+
+    // Time 1: window days before the range, and the as-of days.
+    if let (Some((from, to)), None) = (range, &failure) {
+        for day in from - dataflow::WINDOW_DAYS + 1..from {
+            if day.rem_euclid(peers as i32) as usize != index {
+                continue;
+            }
+            let present = sink::read::prior_day(&cfg.output, day, &sh.interner, &mut |u, p| h.prior.update((u, p), 1))
+                .with_context(|| format!("reading the published day {}", dates::day_to_string(day)));
+            match present {
+                Ok(true) => {}
+                Ok(false) => sh.missing.lock().expect("missing").push(day),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if index == 0 {
+            for d in from..=to {
+                h.as_of.update(d, 1);
+            }
+        }
+    }
+    let probe = h.probe.clone();
+    drop(h.listens);
+    drop(h.rejected);
+    drop(h.prior);
+    drop(h.as_of);
+    worker.step_while(|| !probe.done());
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    // Stage this worker's partitions.
+    let read_sources: HashSet<Id> = sh.sources.iter().copied().collect();
+    let out = cfg.output.clone();
+    let int = sh.interner.clone();
+    let merge = move |day: i32, mut rows: Vec<RejectRow>| -> Result<Vec<RejectRow>> {
+        let old = sink::read::rejected_rows(&out, day, &int)?;
+        rows.extend(old.into_iter().filter(|r| !read_sources.contains(&r.source)));
+        rows.sort_by_key(|r| (r.source, r.partition, r.offset));
+        rows.dedup_by_key(|r| (r.source, r.partition, r.offset));
+        Ok(rows)
+    };
+    let in_range = |t: Table, d: i32| match t {
+        Table::RejectedEvents => true,
+        _ => range.is_some_and(|(f, to)| d >= f && d <= to),
+    };
+    let staged = sink::stage_all(&mut h.traces, staging, &sh.interner, &in_range, &merge)?;
+    sh.staged.lock().expect("staged").extend(staged);
+    Ok(())
+}
+
+/// Advancing the time of any input session.
+trait Advance {
+    fn advance(&mut self, t: dataflow::Time);
+}
+impl<D: differential_dataflow::Data> Advance
+    for differential_dataflow::input::InputSession<dataflow::Time, D, dataflow::Diff>
+{
+    fn advance(&mut self, t: dataflow::Time) {
+        self.advance_to(t);
+        self.flush();
+    }
+}
+
+fn progress_thread(total: u64, bytes: Arc<AtomicU64>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} reading {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}",
+            )
+            .expect("template"),
+        );
+        while !done.load(Ordering::Relaxed) {
+            bar.set_position(bytes.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    })
+}

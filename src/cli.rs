@@ -1,0 +1,257 @@
+//! The command line (cli.md) and job files (`jobs/*.toml`): every flag may also
+//! come from a job file; flags given on the command line win.
+
+use crate::dates;
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skipflow",
+    version,
+    about = "Per-user listening features from play/skip events, as Hive-partitioned Parquet",
+    long_about = "skipflow reads listen events (NDJSON files or a Kafka topic), validates them, \
+drops duplicates, and writes per-user daily features and a rolling 28-day profile as Parquet \
+tables partitioned by day (<output>/<table>/dt=YYYY-MM-DD/part-00000.parquet).\n\n\
+Exit codes: 0 success; 2 bad usage or configuration; 3 output directory locked by another run; \
+1 any other failure (nothing partial is published)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `skipflow=debug`.
+    #[arg(long, global = true, env = "SKIPFLOW_LOG", default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bounded run over files or a Kafka topic for a range of days; replaces
+    /// every partition of the range as a whole.
+    Batch(BatchArgs),
+    /// Continuous incremental run following a Kafka topic (not in this build yet).
+    Run(RunArgs),
+    /// Embedded Kafka (librdkafka's mock cluster) for demos and tests (not in this build yet).
+    Broker(BrokerArgs),
+    /// Writes realistic synthetic listen events (NDJSON).
+    Generate(GenerateArgs),
+    /// Shows tables, partitions, row counts and schemas of an output directory.
+    Inspect(InspectArgs),
+    /// The whole tour on the embedded default (not in this build yet).
+    Demo,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct BatchArgs {
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// NDJSON input files (`.gz` and `.zst` are decompressed by extension).
+    #[arg(long, num_args = 1..)]
+    pub input: Vec<String>,
+    /// Kafka bootstrap servers, HOST:PORT (Kafka input is not in this build yet).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Kafka topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// First day of the range, YYYY-MM-DD (with --to). Default: first day of the kept events.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day of the range, YYYY-MM-DD (with --from). Default: last day of the kept events.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Worker threads (default: number of cores).
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+    /// Job file (TOML) with defaults for these flags.
+    #[arg(long)]
+    pub job: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(long)]
+    pub brokers: Option<String>,
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long)]
+    pub start: Option<String>,
+    #[arg(long)]
+    pub commit_interval: Option<String>,
+    #[arg(long)]
+    pub finalize_after: Option<String>,
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+    #[arg(long)]
+    pub job: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct BrokerArgs {
+    #[arg(long, default_value_t = 9092)]
+    pub port: u16,
+    #[arg(long, default_value_t = 16)]
+    pub partitions: i32,
+    #[arg(long, default_value = "listen-events")]
+    pub topic: String,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Output file (NDJSON; `.gz` or `.zst` compresses).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Kafka bootstrap servers (not in this build yet).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Number of users.
+    #[arg(long, default_value_t = 2000)]
+    pub users: u32,
+    /// Number of days.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Random seed (same seed, same bytes).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// First day, YYYY-MM-DD.
+    #[arg(long, default_value = "2026-11-01")]
+    pub start: String,
+    /// Add duplicates, malformed records, late arrivals and boundary cases.
+    #[arg(long)]
+    pub dirty: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Output directory of a run.
+    pub dir: PathBuf,
+    /// Only this table.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Only this day (shows its rows).
+    #[arg(long)]
+    pub day: Option<String>,
+    /// Rows to show with --day.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+}
+
+/// A bad usage or configuration: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> anyhow::Error {
+    ConfigError(msg.into()).into()
+}
+
+/// A job file: the same settings as the flags, documented in `jobs/*.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub output: Option<PathBuf>,
+    pub input: Option<Vec<String>>,
+    pub brokers: Option<String>,
+    pub topic: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub workers: Option<usize>,
+    pub skew: Option<String>,
+    pub start: Option<String>,
+    pub commit_interval: Option<String>,
+    pub finalize_after: Option<String>,
+    pub metrics_addr: Option<String>,
+    /// librdkafka settings passed through to the consumer.
+    #[serde(default)]
+    pub kafka: std::collections::BTreeMap<String, String>,
+}
+
+impl JobFile {
+    pub fn load(path: &Path) -> Result<JobFile> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read job file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| bad(format!("job file {} is invalid: {}", path.display(), e.message())))
+    }
+}
+
+/// Worker threads: given, or the number of cores.
+pub fn default_workers(w: Option<usize>) -> Result<usize> {
+    match w {
+        Some(0) => Err(bad("--workers must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    }
+}
+
+/// Resolves `batch` flags and job file into a batch configuration.
+pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
+    let job = match &a.job {
+        Some(p) => JobFile::load(p)?,
+        None => JobFile::default(),
+    };
+    let output = a
+        .output
+        .clone()
+        .or(job.output)
+        .ok_or_else(|| bad("batch needs --output DIR"))?;
+    let inputs = if a.input.is_empty() {
+        job.input.unwrap_or_default()
+    } else {
+        a.input.clone()
+    };
+    let brokers = a.brokers.clone().or(job.brokers);
+    if inputs.is_empty() && brokers.is_none() {
+        return Err(bad("batch needs --input FILE... or --brokers HOST:PORT --topic T"));
+    }
+    if !inputs.is_empty() && brokers.is_some() {
+        return Err(bad("give either --input or --brokers, not both"));
+    }
+    if brokers.is_some() {
+        return Err(bad(
+            "Kafka input (--brokers) is not available in this build yet; use --input FILE",
+        ));
+    }
+    for f in &inputs {
+        if !Path::new(f).is_file() {
+            return Err(bad(format!("input file {f} does not exist")));
+        }
+    }
+    let from = a.from.clone().or(job.from);
+    let to = a.to.clone().or(job.to);
+    let range = match (from, to) {
+        (None, None) => None,
+        (Some(f), Some(t)) => {
+            let f = dates::parse_day(&f).map_err(|e| bad(format!("--from: {e}")))?;
+            let t = dates::parse_day(&t).map_err(|e| bad(format!("--to: {e}")))?;
+            if f > t {
+                return Err(bad("--from must not be after --to"));
+            }
+            Some((f, t))
+        }
+        _ => return Err(bad("give both --from and --to, or neither")),
+    };
+    Ok(crate::batch::BatchConfig {
+        output,
+        inputs,
+        range,
+        workers: default_workers(a.workers.or(job.workers))?,
+        progress: !a.quiet,
+    })
+}
+
+/// `skipflow generate --output FILE` (placeholder while the generator lands).
+pub fn generate(_a: &GenerateArgs) -> Result<()> {
+    Err(bad("generate is not ready"))
+}

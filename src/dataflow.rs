@@ -1,0 +1,756 @@
+//! The feature dataflow: one definition shared by batch and continuous runs.
+//!
+//! ```text
+//! listens ((day, event), Listen) --reduce: keep smallest--> kept
+//! kept --arrange by (user, day)--+--reduce--> user_daily
+//!                                +--reduce--> user_track_daily
+//!                                +--reduce--> user_artist_daily
+//! daily rows (+ prior days from disk) + as-of markers --reduce by user--> user_profile_28d
+//! every table --arrange by (table, day)--> sink traces (read by the Parquet sink)
+//! ```
+//!
+//! Ids are interned `u32`s; wherever the spec orders by bytes (dedup minimum,
+//! ties, smallest artist, session order on equal `ts`) strings are resolved
+//! through the interner and compared byte-wise.
+
+use crate::decode::{Reject, MS_PER_DAY};
+use crate::intern::{Id, Interner};
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::implementations::ValSpine;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+pub type Time = u64;
+pub type Diff = isize;
+
+/// Session gap: a listen more than this after the previous one starts a session.
+pub const SESSION_GAP_MS: i64 = 1_800_000;
+/// Early skip threshold.
+pub const EARLY_SKIP_MS: u32 = 30_000;
+/// Days in the profile window (as-of day included).
+pub const WINDOW_DAYS: i32 = 28;
+const TOP_N: usize = 10;
+
+type FxMap<K, V> = HashMap<K, V, ahash::RandomState>;
+type FxSet<K> = HashSet<K, ahash::RandomState>;
+
+/// A valid event as the dataflow carries it (the key holds day and event id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Listen {
+    pub ts: i64,
+    pub user: Id,
+    pub track: Id,
+    pub artist: Id,
+    pub ms_played: u32,
+    pub duration: u32,
+    pub skip: bool,
+}
+
+/// A kept listen within its (user, day) group; ordered by `ts` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DayListen {
+    pub ts: i64,
+    pub eid: Id,
+    pub track: Id,
+    pub artist: Id,
+    pub ms_played: u32,
+    pub duration: u32,
+    pub skip: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DailyRow {
+    pub listens: i64,
+    pub plays: i64,
+    pub skips: i64,
+    pub early_skips: i64,
+    pub ms_played: i64,
+    pub sum_min: i64,
+    pub sum_duration: i64,
+    pub distinct_tracks: i64,
+    pub distinct_artists: i64,
+    pub sessions: i64,
+    pub longest_session: i64,
+    pub max_skip_streak: i64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub by_hour: [u32; 24],
+    pub top_artist: Id,
+    pub top_artist_listens: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TrackRow {
+    pub track: Id,
+    pub artist: Id,
+    pub listens: i64,
+    pub plays: i64,
+    pub skips: i64,
+    pub early_skips: i64,
+    pub ms_played: i64,
+    pub sum_min: i64,
+    pub sum_duration: i64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ArtistRow {
+    pub artist: Id,
+    pub listens: i64,
+    pub plays: i64,
+    pub skips: i64,
+    pub ms_played: i64,
+    pub distinct_tracks: i64,
+}
+
+/// (id, plays, skips) of one top-10 entry.
+pub type TopEntry = (Id, i64, i64);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProfileRow {
+    pub active_days: i64,
+    pub listens: i64,
+    pub plays: i64,
+    pub skips: i64,
+    pub ms_played: i64,
+    pub distinct_tracks: i64,
+    pub distinct_artists: i64,
+    pub top_artists: Vec<TopEntry>,
+    pub top_tracks: Vec<TopEntry>,
+}
+
+/// A record that broke the input contract.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RejectRow {
+    pub source: Id,
+    pub partition: i32,
+    pub offset: i64,
+    pub message_ts: Option<i64>,
+    pub reason: Reject,
+    pub raw: Vec<u8>,
+}
+
+/// One input of the profile: a daily aggregate of one user, or an as-of marker.
+///
+/// Sorted by day first, so the profile reduce can slide its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProfIn {
+    pub day: i32,
+    pub kind: ProfKind,
+    pub id: Id,
+    pub listens: i64,
+    pub plays: i64,
+    pub skips: i64,
+    pub ms_played: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProfKind {
+    /// Produce the profile as of `day`.
+    AsOf,
+    /// A `user_daily` row: listens, plays, skips, ms_played.
+    Daily,
+    /// A `user_track_daily` row: id = track; plays, skips.
+    Track,
+    /// A `user_artist_daily` row: id = artist; plays, skips.
+    Artist,
+}
+
+impl ProfIn {
+    pub fn marker(as_of: i32) -> Self {
+        ProfIn {
+            day: as_of,
+            kind: ProfKind::AsOf,
+            id: 0,
+            listens: 0,
+            plays: 0,
+            skips: 0,
+            ms_played: 0,
+        }
+    }
+}
+
+/// A sink trace: rows of one table, keyed by (table tag, partition day).
+pub type SinkTrace<R> = TraceAgent<ValSpine<(u8, i32), R, Time, Diff>>;
+
+/// What one worker holds of the dataflow.
+pub struct Handles {
+    /// Valid in-scope events, keyed by (day, interned event id).
+    pub listens: InputSession<Time, ((i32, Id), Listen), Diff>,
+    /// Rejected records, keyed by partition day.
+    pub rejected: InputSession<Time, (i32, RejectRow), Diff>,
+    /// Daily aggregates of days before the run (read back from the output).
+    pub prior: InputSession<Time, (Id, ProfIn), Diff>,
+    /// The as-of days of `user_profile_28d`.
+    pub as_of: InputSession<Time, i32, Diff>,
+    pub probe: ProbeHandle<Time>,
+    pub traces: SinkTraces,
+    /// This worker's share of kept listens and of their days (min, max).
+    pub kept: Rc<RefCell<KeptStats>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct KeptStats {
+    pub count: i64,
+    pub days: std::collections::BTreeMap<i32, i64>,
+}
+
+pub struct SinkTraces {
+    pub user_daily: SinkTrace<(Id, DailyRow)>,
+    pub user_track_daily: SinkTrace<(Id, TrackRow)>,
+    pub user_artist_daily: SinkTrace<(Id, ArtistRow)>,
+    pub user_profile: SinkTrace<(Id, ProfileRow)>,
+    pub rejected: SinkTrace<RejectRow>,
+}
+
+/// Builds the dataflow in `worker`.
+pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Handles {
+    worker.dataflow::<Time, _, _>(|scope| {
+        let (listens_in, listens) = scope.new_collection::<((i32, Id), Listen), Diff>();
+        let (rejected_in, rejected) = scope.new_collection::<(i32, RejectRow), Diff>();
+        let (prior_in, prior) = scope.new_collection::<(Id, ProfIn), Diff>();
+        let (as_of_in, as_of) = scope.new_collection::<i32, Diff>();
+
+        // Dedup: of each (day, event id) group keep the smallest by the spec's tuple.
+        let int = interner.clone();
+        let kept = listens.reduce_named(
+            "Dedup",
+            move |_key, vals: &[(&Listen, Diff)], out: &mut Vec<(Listen, Diff)>| {
+                let mut best = vals[0].0;
+                for (v, _) in &vals[1..] {
+                    if v.ts != best.ts {
+                        break; // values are sorted by ts first
+                    }
+                    if dedup_order(v, best, &int) == Ordering::Less {
+                        best = v;
+                    }
+                }
+                out.push((*best, 1));
+            },
+        );
+
+        let kept_stats = Rc::new(RefCell::new(KeptStats::default()));
+        let stats = kept_stats.clone();
+        let by_user_day = kept
+            .inspect(move |(((day, _), _), _, diff)| {
+                let mut s = stats.borrow_mut();
+                s.count += *diff as i64;
+                *s.days.entry(*day).or_insert(0) += *diff as i64;
+            })
+            .map(|((day, eid), l)| {
+                let v = DayListen {
+                    ts: l.ts,
+                    eid,
+                    track: l.track,
+                    artist: l.artist,
+                    ms_played: l.ms_played,
+                    duration: l.duration,
+                    skip: l.skip,
+                };
+                ((l.user, day), v)
+            })
+            .arrange_by_key_named("ByUserDay");
+
+        let daily = by_user_day
+            .clone()
+            .reduce_abelian::<_, ValBuilderOf<DailyRow>, ValSpine<(Id, i32), DailyRow, Time, Diff>, _, _>(
+                "UserDaily",
+                user_daily_logic(interner.clone()),
+                |vec, key, upds| {
+                    vec.clear();
+                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+                },
+            );
+        let tracks = by_user_day
+            .clone()
+            .reduce_abelian::<_, ValBuilderOf<TrackRow>, ValSpine<(Id, i32), TrackRow, Time, Diff>, _, _>(
+                "UserTrackDaily",
+                user_track_logic(interner.clone()),
+                |vec, key, upds| {
+                    vec.clear();
+                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+                },
+            );
+        let artists = by_user_day
+            .reduce_abelian::<_, ValBuilderOf<ArtistRow>, ValSpine<(Id, i32), ArtistRow, Time, Diff>, _, _>(
+                "UserArtistDaily",
+                user_artist_logic(),
+                |vec, key, upds| {
+                    vec.clear();
+                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+                },
+            );
+
+        // The profile's inputs: this run's daily rows, prior days' rows, as-of markers.
+        let daily_in = daily.clone().as_collection(|&(u, d), r: &DailyRow| {
+            (
+                u,
+                ProfIn {
+                    day: d,
+                    kind: ProfKind::Daily,
+                    id: 0,
+                    listens: r.listens,
+                    plays: r.plays,
+                    skips: r.skips,
+                    ms_played: r.ms_played,
+                },
+            )
+        });
+        let track_in = tracks.clone().as_collection(|&(u, d), r: &TrackRow| {
+            (
+                u,
+                ProfIn {
+                    day: d,
+                    kind: ProfKind::Track,
+                    id: r.track,
+                    listens: 0,
+                    plays: r.plays,
+                    skips: r.skips,
+                    ms_played: 0,
+                },
+            )
+        });
+        let artist_in = artists.clone().as_collection(|&(u, d), r: &ArtistRow| {
+            (
+                u,
+                ProfIn {
+                    day: d,
+                    kind: ProfKind::Artist,
+                    id: r.artist,
+                    listens: 0,
+                    plays: r.plays,
+                    skips: r.skips,
+                    ms_played: 0,
+                },
+            )
+        });
+        let all_daily = daily_in.concat(prior.clone().filter(|(_, p)| p.kind == ProfKind::Daily));
+        let window = as_of.flat_map(|a| (a - WINDOW_DAYS + 1..=a).map(move |d| (d, a)));
+        let markers = all_daily
+            .clone()
+            .map(|(u, p)| (p.day, u))
+            .join(window)
+            .map(|(_d, (u, a))| (u, ProfIn::marker(a)));
+        let profile_in = all_daily
+            .concat(track_in)
+            .concat(artist_in)
+            .concat(prior.filter(|(_, p)| p.kind != ProfKind::Daily))
+            .concat(markers);
+        let profile = profile_in.reduce_named("UserProfile28d", profile_logic(interner.clone()));
+
+        // Sinks: every table arranged by (table, day) so one worker owns each partition.
+        let (probe, sink_daily) = daily
+            .as_collection(|&(u, d), r: &DailyRow| ((0u8, d), (u, r.clone())))
+            .arrange_by_key_named("SinkUserDaily")
+            .stream_probe();
+        let user_daily = sink_daily;
+        let user_track_daily = tracks
+            .as_collection(|&(u, d), r: &TrackRow| ((1u8, d), (u, r.clone())))
+            .arrange_by_key_named("SinkUserTrackDaily")
+            .probed(&probe);
+        let user_artist_daily = artists
+            .as_collection(|&(u, d), r: &ArtistRow| ((2u8, d), (u, r.clone())))
+            .arrange_by_key_named("SinkUserArtistDaily")
+            .probed(&probe);
+        let user_profile = profile
+            .map(|(u, (a, r))| ((3u8, a), (u, r)))
+            .arrange_by_key_named("SinkUserProfile")
+            .probed(&probe);
+        let rejected = rejected
+            .map(|(d, r)| ((4u8, d), r))
+            .arrange_by_key_named("SinkRejected")
+            .probed(&probe);
+
+        Handles {
+            listens: listens_in,
+            rejected: rejected_in,
+            prior: prior_in,
+            as_of: as_of_in,
+            probe,
+            traces: SinkTraces {
+                user_daily,
+                user_track_daily,
+                user_artist_daily,
+                user_profile,
+                rejected,
+            },
+            kept: kept_stats,
+        }
+    })
+}
+
+type ValBuilderOf<V> = differential_dataflow::trace::implementations::ValBuilder<(Id, i32), V, Time, Diff>;
+
+/// Probe plumbing for sink arrangements.
+trait SinkArranged<R: differential_dataflow::ExchangeData + Ord> {
+    fn stream_probe(self) -> (ProbeHandle<Time>, SinkTrace<R>);
+    fn probed(self, probe: &ProbeHandle<Time>) -> SinkTrace<R>;
+}
+
+impl<'s, R> SinkArranged<R> for differential_dataflow::operators::arrange::Arranged<'s, SinkTrace<R>>
+where
+    R: differential_dataflow::ExchangeData + Ord,
+{
+    fn stream_probe(self) -> (ProbeHandle<Time>, SinkTrace<R>) {
+        use timely::dataflow::operators::Probe;
+        let probe = ProbeHandle::new();
+        self.stream.probe_with(&probe);
+        (probe, self.trace)
+    }
+    fn probed(self, probe: &ProbeHandle<Time>) -> SinkTrace<R> {
+        use timely::dataflow::operators::Probe;
+        self.stream.probe_with(probe);
+        self.trace
+    }
+}
+
+/// The dedup order of events.md on two events of one (day, event id) group:
+/// (ts, event_type, user_id, track_id, artist_id, ms_played, track_duration_ms),
+/// strings byte-wise ("play" < "skip").
+pub fn dedup_order(a: &Listen, b: &Listen, int: &Interner) -> Ordering {
+    let by_id = |x: Id, y: Id| {
+        if x == y {
+            Ordering::Equal
+        } else {
+            int.resolve(x).as_bytes().cmp(int.resolve(y).as_bytes())
+        }
+    };
+    a.ts.cmp(&b.ts)
+        .then(a.skip.cmp(&b.skip))
+        .then_with(|| by_id(a.user, b.user))
+        .then_with(|| by_id(a.track, b.track))
+        .then_with(|| by_id(a.artist, b.artist))
+        .then(a.ms_played.cmp(&b.ms_played))
+        .then(a.duration.cmp(&b.duration))
+}
+
+fn by_bytes(int: &Interner, a: Id, b: Id) -> Ordering {
+    if a == b {
+        Ordering::Equal
+    } else {
+        int.resolve(a).as_bytes().cmp(int.resolve(b).as_bytes())
+    }
+}
+
+/// `user_daily` over one (user, day) group, values in (ts, event id) order.
+fn user_daily_logic(
+    int: Arc<Interner>,
+) -> impl FnMut(&(Id, i32), &[(&DayListen, Diff)], &mut Vec<(DailyRow, Diff)>) + 'static {
+    let mut tracks: FxSet<Id> = FxSet::default();
+    let mut artists: FxMap<Id, i64> = FxMap::default();
+    let mut run: Vec<(Id, bool, Diff)> = Vec::new();
+    move |&(_user, day), vals, out| {
+        tracks.clear();
+        artists.clear();
+        let mut r = DailyRow {
+            first_ts: vals[0].0.ts,
+            last_ts: vals[vals.len() - 1].0.ts,
+            ..Default::default()
+        };
+        let mut prev_ts: Option<i64> = None;
+        let mut session_len = 0i64;
+        let mut streak = 0i64;
+        let event_ids = int.event_day(day);
+        let mut i = 0;
+        while i < vals.len() {
+            let ts = vals[i].0.ts;
+            let mut j = i + 1;
+            while j < vals.len() && vals[j].0.ts == ts {
+                j += 1;
+            }
+            // Sessions: equal timestamps never split a session.
+            if prev_ts.is_none_or(|p| ts - p > SESSION_GAP_MS) {
+                r.sessions += 1;
+                session_len = 0;
+            }
+            prev_ts = Some(ts);
+            for (v, n) in &vals[i..j] {
+                let n = *n as i64;
+                let ms = v.ms_played as i64;
+                r.listens += n;
+                if v.skip {
+                    r.skips += n;
+                    if v.ms_played < EARLY_SKIP_MS {
+                        r.early_skips += n;
+                    }
+                } else {
+                    r.plays += n;
+                }
+                r.ms_played += n * ms;
+                r.sum_min += n * ms.min(v.duration as i64);
+                r.sum_duration += n * v.duration as i64;
+                r.by_hour[(ts.rem_euclid(MS_PER_DAY) / 3_600_000) as usize] += n as u32;
+                session_len += n;
+                tracks.insert(v.track);
+                *artists.entry(v.artist).or_insert(0) += n;
+            }
+            r.longest_session = r.longest_session.max(session_len);
+            // Skip streaks follow (ts, event_id) order: sort ties by event id bytes.
+            if j - i == 1 {
+                let (v, n) = vals[i];
+                streak = if v.skip { streak + n as i64 } else { 0 };
+                r.max_skip_streak = r.max_skip_streak.max(streak);
+            } else {
+                run.clear();
+                run.extend(vals[i..j].iter().map(|(v, n)| (v.eid, v.skip, *n)));
+                run.sort_unstable_by(|a, b| event_ids.resolve(a.0).as_bytes().cmp(event_ids.resolve(b.0).as_bytes()));
+                for &(_, skip, n) in run.iter() {
+                    streak = if skip { streak + n as i64 } else { 0 };
+                    r.max_skip_streak = r.max_skip_streak.max(streak);
+                }
+            }
+            i = j;
+        }
+        r.distinct_tracks = tracks.len() as i64;
+        r.distinct_artists = artists.len() as i64;
+        let mut top: Option<(Id, i64)> = None;
+        for (&a, &n) in artists.iter() {
+            top = match top {
+                None => Some((a, n)),
+                Some((b, m)) => {
+                    if n > m || (n == m && by_bytes(&int, a, b) == Ordering::Less) {
+                        Some((a, n))
+                    } else {
+                        Some((b, m))
+                    }
+                }
+            };
+        }
+        let (a, n) = top.expect("non-empty group");
+        r.top_artist = a;
+        r.top_artist_listens = n;
+        run.clear();
+        shrink(&mut tracks);
+        shrink(&mut artists);
+        out.push((r, 1));
+    }
+}
+
+/// Keeps reused scratch maps from holding on to a heavy user's capacity.
+fn shrink<T>(c: &mut T)
+where
+    T: Shrinkable,
+{
+    c.shrink_if_big();
+}
+
+trait Shrinkable {
+    fn shrink_if_big(&mut self);
+}
+impl<K: Eq + std::hash::Hash, V> Shrinkable for FxMap<K, V> {
+    fn shrink_if_big(&mut self) {
+        if self.capacity() > 1 << 16 {
+            self.clear();
+            self.shrink_to(1024);
+        }
+    }
+}
+impl<K: Eq + std::hash::Hash> Shrinkable for FxSet<K> {
+    fn shrink_if_big(&mut self) {
+        if self.capacity() > 1 << 16 {
+            self.clear();
+            self.shrink_to(1024);
+        }
+    }
+}
+
+/// `user_track_daily` rows of one (user, day) group.
+fn user_track_logic(
+    int: Arc<Interner>,
+) -> impl FnMut(&(Id, i32), &[(&DayListen, Diff)], &mut Vec<(TrackRow, Diff)>) + 'static {
+    let mut rows: FxMap<Id, TrackRow> = FxMap::default();
+    move |_key, vals, out| {
+        rows.clear();
+        for (v, n) in vals {
+            let n = *n as i64;
+            let ms = v.ms_played as i64;
+            let r = rows.entry(v.track).or_insert_with(|| TrackRow {
+                track: v.track,
+                artist: v.artist,
+                first_ts: v.ts,
+                last_ts: v.ts,
+                ..Default::default()
+            });
+            if v.artist != r.artist && by_bytes(&int, v.artist, r.artist) == Ordering::Less {
+                r.artist = v.artist;
+            }
+            r.listens += n;
+            if v.skip {
+                r.skips += n;
+                if v.ms_played < EARLY_SKIP_MS {
+                    r.early_skips += n;
+                }
+            } else {
+                r.plays += n;
+            }
+            r.ms_played += n * ms;
+            r.sum_min += n * ms.min(v.duration as i64);
+            r.sum_duration += n * v.duration as i64;
+            r.first_ts = r.first_ts.min(v.ts);
+            r.last_ts = r.last_ts.max(v.ts);
+        }
+        out.extend(rows.drain().map(|(_, r)| (r, 1)));
+        shrink(&mut rows);
+    }
+}
+
+/// `user_artist_daily` rows of one (user, day) group.
+fn user_artist_logic() -> impl FnMut(&(Id, i32), &[(&DayListen, Diff)], &mut Vec<(ArtistRow, Diff)>) + 'static {
+    let mut rows: FxMap<Id, ArtistRow> = FxMap::default();
+    let mut pairs: FxSet<(Id, Id)> = FxSet::default();
+    move |_key, vals, out| {
+        rows.clear();
+        pairs.clear();
+        for (v, n) in vals {
+            let n = *n as i64;
+            let r = rows.entry(v.artist).or_insert_with(|| ArtistRow {
+                artist: v.artist,
+                ..Default::default()
+            });
+            r.listens += n;
+            if v.skip {
+                r.skips += n;
+            } else {
+                r.plays += n;
+            }
+            r.ms_played += n * v.ms_played as i64;
+            if pairs.insert((v.artist, v.track)) {
+                r.distinct_tracks += 1;
+            }
+        }
+        out.extend(rows.drain().map(|(_, r)| (r, 1)));
+        shrink(&mut rows);
+        shrink(&mut pairs);
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    plays: i64,
+    skips: i64,
+    /// Window days holding a row of this id.
+    days: i64,
+}
+
+/// `user_profile_28d` of one user: slides the 28-day window over the user's
+/// daily rows (sorted by day) and emits one row per as-of marker.
+fn profile_logic(
+    int: Arc<Interner>,
+) -> impl FnMut(&Id, &[(&ProfIn, Diff)], &mut Vec<((i32, ProfileRow), Diff)>) + 'static {
+    let mut tracks: FxMap<Id, Tally> = FxMap::default();
+    let mut artists: FxMap<Id, Tally> = FxMap::default();
+    let mut cands: Vec<TopEntry> = Vec::new();
+    move |_user, vals, out| {
+        tracks.clear();
+        artists.clear();
+        let (mut active, mut listens, mut plays, mut skips, mut ms) = (0i64, 0i64, 0i64, 0i64, 0i64);
+        let (mut lo, mut hi) = (0usize, 0usize);
+        let mut last_marker: Option<i32> = None;
+        for (m, _) in vals.iter().filter(|(p, _)| p.kind == ProfKind::AsOf) {
+            let as_of = m.day;
+            if last_marker == Some(as_of) {
+                continue;
+            }
+            last_marker = Some(as_of);
+            let first = as_of - WINDOW_DAYS + 1;
+            while hi < vals.len() && vals[hi].0.day <= as_of {
+                let (p, n) = vals[hi];
+                let n = n as i64;
+                match p.kind {
+                    ProfKind::AsOf => {}
+                    ProfKind::Daily => {
+                        active += n;
+                        listens += n * p.listens;
+                        plays += n * p.plays;
+                        skips += n * p.skips;
+                        ms += n * p.ms_played;
+                    }
+                    ProfKind::Track | ProfKind::Artist => {
+                        let map = if p.kind == ProfKind::Track {
+                            &mut tracks
+                        } else {
+                            &mut artists
+                        };
+                        let t = map.entry(p.id).or_default();
+                        t.plays += n * p.plays;
+                        t.skips += n * p.skips;
+                        t.days += n;
+                    }
+                }
+                hi += 1;
+            }
+            while lo < hi && vals[lo].0.day < first {
+                let (p, n) = vals[lo];
+                let n = n as i64;
+                match p.kind {
+                    ProfKind::AsOf => {}
+                    ProfKind::Daily => {
+                        active -= n;
+                        listens -= n * p.listens;
+                        plays -= n * p.plays;
+                        skips -= n * p.skips;
+                        ms -= n * p.ms_played;
+                    }
+                    ProfKind::Track | ProfKind::Artist => {
+                        let map = if p.kind == ProfKind::Track {
+                            &mut tracks
+                        } else {
+                            &mut artists
+                        };
+                        if let Some(t) = map.get_mut(&p.id) {
+                            t.plays -= n * p.plays;
+                            t.skips -= n * p.skips;
+                            t.days -= n;
+                            if t.days == 0 {
+                                map.remove(&p.id);
+                            }
+                        }
+                    }
+                }
+                lo += 1;
+            }
+            if active <= 0 {
+                continue;
+            }
+            let row = ProfileRow {
+                active_days: active,
+                listens,
+                plays,
+                skips,
+                ms_played: ms,
+                distinct_tracks: tracks.len() as i64,
+                distinct_artists: artists.len() as i64,
+                top_artists: top_n(&artists, &mut cands, &int),
+                top_tracks: top_n(&tracks, &mut cands, &int),
+            };
+            out.push(((as_of, row), 1));
+        }
+        shrink(&mut tracks);
+        shrink(&mut artists);
+    }
+}
+
+/// The first ten entries with at least one play: plays descending, skips
+/// ascending, id bytes ascending.
+fn top_n(map: &FxMap<Id, Tally>, cands: &mut Vec<TopEntry>, int: &Interner) -> Vec<TopEntry> {
+    cands.clear();
+    cands.extend(
+        map.iter()
+            .filter(|(_, t)| t.plays > 0)
+            .map(|(&id, t)| (id, t.plays, t.skips)),
+    );
+    let cmp = |a: &TopEntry, b: &TopEntry| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then_with(|| by_bytes(int, a.0, b.0));
+    if cands.len() > TOP_N {
+        cands.select_nth_unstable_by(TOP_N - 1, cmp);
+        cands.truncate(TOP_N);
+    }
+    cands.sort_unstable_by(cmp);
+    cands.clone()
+}

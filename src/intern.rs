@@ -1,0 +1,140 @@
+//! Interning: every id string becomes a dense `u32` once, at decode time.
+//!
+//! The dataflow moves and compares these small ids only; a string is looked up
+//! again only where the spec orders by bytes (ties, minimums, output sorting).
+//! Interning is exact: two different strings never share an id (the hash only
+//! finds the bucket, the bytes decide). One interner is shared by all worker
+//! threads of a process.
+//!
+//! User, track and artist ids live in one process-wide table (catalogs are
+//! bounded). Event ids only matter within their UTC day (duplicates are
+//! same-day), so they live in one table per day, released with the day.
+
+use ahash::RandomState;
+use lasso::{Spur, ThreadedRodeo};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// An interned string: dense, exact, process-local.
+pub type Id = u32;
+
+type Rodeo = ThreadedRodeo<Spur, RandomState>;
+
+fn new_rodeo() -> Rodeo {
+    ThreadedRodeo::with_hasher(RandomState::new())
+}
+
+fn to_id(s: Spur) -> Id {
+    lasso::Key::into_usize(s) as Id
+}
+
+fn to_spur(id: Id) -> Spur {
+    <Spur as lasso::Key>::try_from_usize(id as usize).expect("interned id")
+}
+
+/// The interners of one process.
+pub struct Interner {
+    names: Rodeo,
+    events: RwLock<HashMap<i32, Arc<Rodeo>>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            names: new_rodeo(),
+            events: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl Interner {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Interns a user, track or artist id.
+    pub fn name(&self, s: &str) -> Id {
+        to_id(self.names.get_or_intern(s))
+    }
+
+    /// The string of a user, track or artist id.
+    pub fn resolve(&self, id: Id) -> &str {
+        self.names.resolve(&to_spur(id))
+    }
+
+    /// Number of distinct user, track and artist ids.
+    pub fn names_len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The event-id table of `day`, created on first use.
+    pub fn event_day(&self, day: i32) -> EventIds {
+        if let Some(r) = self.events.read().expect("interner lock").get(&day) {
+            return EventIds(r.clone());
+        }
+        let mut w = self.events.write().expect("interner lock");
+        EventIds(w.entry(day).or_insert_with(|| Arc::new(new_rodeo())).clone())
+    }
+
+    /// Forgets the event ids of `day` (its state was released).
+    pub fn release_day(&self, day: i32) {
+        self.events.write().expect("interner lock").remove(&day);
+    }
+
+    /// Number of days holding event ids.
+    pub fn event_days(&self) -> usize {
+        self.events.read().expect("interner lock").len()
+    }
+}
+
+/// The event ids of one day.
+#[derive(Clone)]
+pub struct EventIds(Arc<Rodeo>);
+
+impl EventIds {
+    pub fn intern(&self, s: &str) -> Id {
+        to_id(self.0.get_or_intern(s))
+    }
+    pub fn resolve(&self, id: Id) -> &str {
+        self.0.resolve(&to_spur(id))
+    }
+}
+
+/// A worker's cache of per-day event-id tables (avoids the shared lock per event).
+#[derive(Default)]
+pub struct EventIdCache {
+    days: HashMap<i32, EventIds>,
+}
+
+impl EventIdCache {
+    pub fn get(&mut self, interner: &Interner, day: i32) -> &EventIds {
+        self.days.entry(day).or_insert_with(|| interner.event_day(day))
+    }
+    /// Drops cached tables of days the interner released.
+    pub fn clear(&mut self) {
+        self.days.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_stable() {
+        let i = Interner::new();
+        let a = i.name("a");
+        let b = i.name("b");
+        assert_ne!(a, b);
+        assert_eq!(i.name("a"), a);
+        assert_eq!(i.resolve(b), "b");
+        let d1 = i.event_day(1);
+        let d2 = i.event_day(2);
+        let x = d1.intern("x");
+        assert_eq!(d1.resolve(x), "x");
+        assert_eq!(i.event_day(1).intern("x"), x);
+        let _ = d2.intern("y");
+        i.release_day(1);
+        assert_eq!(i.event_days(), 1);
+    }
+}

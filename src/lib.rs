@@ -1,0 +1,38 @@
+//! skipflow: per-user listening features from ordered `play`/`skip` events.
+//!
+//! Stages, one module each:
+//! `source` (files, Kafka) -> `decode` (validate) -> `dataflow` (features)
+//! -> `sink` (Parquet partitions, atomic commit) -> `report` (run report).
+//! `batch` drives a bounded run; `cli` holds the command line and job files.
+
+pub mod batch;
+pub mod cli;
+pub mod dataflow;
+pub mod dates;
+pub mod decode;
+pub mod generate;
+pub mod inspect;
+pub mod intern;
+pub mod report;
+pub mod schema;
+pub mod sink;
+pub mod source;
+
+/// Exit codes of cli.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const LOCKED: u8 = 3;
+}
+
+/// The exit code an error maps to.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<sink::publish::Locked>().is_some() {
+        exit::LOCKED
+    } else if e.downcast_ref::<cli::ConfigError>().is_some() {
+        exit::USAGE
+    } else {
+        exit::FAILURE
+    }
+}

@@ -1,0 +1,45 @@
+//! The `skipflow` binary: a thin layer over the library.
+
+use clap::Parser;
+use skipflow::cli::{self, Cli, Command};
+use skipflow::{batch, exit_code, inspect};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skipflow: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Batch(a) => {
+            let cfg = cli::batch_config(&a)?;
+            let out = batch::run(&cfg)?;
+            print!("{}", skipflow::report::summary(&out.report));
+            println!("run report: {}", out.report_path.display());
+            Ok(())
+        }
+        Command::Generate(a) => cli::generate(&a),
+        Command::Inspect(a) => {
+            print!(
+                "{}",
+                inspect::inspect(&a.dir, a.table.as_deref(), a.day.as_deref(), a.limit)?
+            );
+            Ok(())
+        }
+        Command::Run(_) | Command::Broker(_) | Command::Demo => Err(cli::ConfigError(
+            "this command is not available in this build yet (Kafka and continuous mode are coming)".into(),
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,273 @@
+//! Rows of one partition -> one Arrow record batch (sorted by the table key,
+//! strings byte-wise) -> one Parquet file (zstd, statistics, large row groups,
+//! sorting columns declared, bloom filter on `user_id`).
+
+use crate::dataflow::{ArtistRow, DailyRow, ProfileRow, RejectRow, TopEntry, TrackRow};
+use crate::intern::{Id, Interner};
+use crate::schema::Table;
+use anyhow::{Context, Result};
+use arrow_array::builder::{
+    BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Fields};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Rows of one output partition, as the dataflow holds them (ids, not strings).
+pub enum PartRows {
+    UserDaily(Vec<(Id, DailyRow)>),
+    UserTrackDaily(Vec<(Id, TrackRow)>),
+    UserArtistDaily(Vec<(Id, ArtistRow)>),
+    UserProfile(Vec<(Id, ProfileRow)>),
+    Rejected(Vec<RejectRow>),
+}
+
+impl PartRows {
+    pub fn table(&self) -> Table {
+        match self {
+            PartRows::UserDaily(_) => Table::UserDaily,
+            PartRows::UserTrackDaily(_) => Table::UserTrackDaily,
+            PartRows::UserArtistDaily(_) => Table::UserArtistDaily,
+            PartRows::UserProfile(_) => Table::UserProfile28d,
+            PartRows::Rejected(_) => Table::RejectedEvents,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            PartRows::UserDaily(v) => v.len(),
+            PartRows::UserTrackDaily(v) => v.len(),
+            PartRows::UserArtistDaily(v) => v.len(),
+            PartRows::UserProfile(v) => v.len(),
+            PartRows::Rejected(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn ratio(num: i64, den: i64) -> f64 {
+    num as f64 / den as f64
+}
+
+fn ts_array(v: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    for x in v {
+        b.append_value(x);
+    }
+    Arc::new(b.finish())
+}
+
+fn i64s(v: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(v))
+}
+
+fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(v))
+}
+
+fn strs<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v))
+}
+
+fn days(day: i32, n: usize) -> ArrayRef {
+    Arc::new(Date32Array::from(vec![day; n]))
+}
+
+/// A `list<struct<id_name: string, plays: int64, skips: int64>>` column.
+fn top_list<'a>(id_name: &str, lists: impl Iterator<Item = &'a Vec<TopEntry>>, int: &Interner) -> ArrayRef {
+    let fields = Fields::from(vec![
+        Field::new(id_name, DataType::Utf8, true),
+        Field::new("plays", DataType::Int64, true),
+        Field::new("skips", DataType::Int64, true),
+    ]);
+    let sb = StructBuilder::new(
+        fields,
+        vec![
+            Box::new(StringBuilder::new()),
+            Box::new(Int64Builder::new()),
+            Box::new(Int64Builder::new()),
+        ],
+    );
+    let mut lb = ListBuilder::new(sb);
+    for list in lists {
+        let sb = lb.values();
+        for &(id, plays, skips) in list {
+            sb.field_builder::<StringBuilder>(0)
+                .expect("string field")
+                .append_value(int.resolve(id));
+            sb.field_builder::<Int64Builder>(1)
+                .expect("plays field")
+                .append_value(plays);
+            sb.field_builder::<Int64Builder>(2)
+                .expect("skips field")
+                .append_value(skips);
+            sb.append(true);
+        }
+        lb.append(true);
+    }
+    Arc::new(lb.finish())
+}
+
+/// Builds the record batch of one partition, rows sorted by the table key.
+pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch> {
+    let table = rows.table();
+    let cols: Vec<ArrayRef> = match rows {
+        PartRows::UserDaily(mut v) => {
+            v.sort_unstable_by(|a, b| int.resolve(a.0).as_bytes().cmp(int.resolve(b.0).as_bytes()));
+            let n = v.len();
+            let mut hours = ListBuilder::new(Int64Builder::with_capacity(n * 24));
+            for (_, r) in &v {
+                hours.values().append_values(&r.by_hour.map(i64::from), &[true; 24]);
+                hours.append(true);
+            }
+            vec![
+                strs(v.iter().map(|(u, _)| int.resolve(*u))),
+                days(day, n),
+                i64s(v.iter().map(|(_, r)| r.listens)),
+                i64s(v.iter().map(|(_, r)| r.plays)),
+                i64s(v.iter().map(|(_, r)| r.skips)),
+                i64s(v.iter().map(|(_, r)| r.early_skips)),
+                f64s(v.iter().map(|(_, r)| ratio(r.skips, r.listens))),
+                i64s(v.iter().map(|(_, r)| r.ms_played)),
+                f64s(v.iter().map(|(_, r)| ratio(r.sum_min, r.sum_duration))),
+                i64s(v.iter().map(|(_, r)| r.distinct_tracks)),
+                i64s(v.iter().map(|(_, r)| r.distinct_artists)),
+                i64s(v.iter().map(|(_, r)| r.sessions)),
+                i64s(v.iter().map(|(_, r)| r.longest_session)),
+                i64s(v.iter().map(|(_, r)| r.max_skip_streak)),
+                ts_array(v.iter().map(|(_, r)| r.first_ts)),
+                ts_array(v.iter().map(|(_, r)| r.last_ts)),
+                Arc::new(hours.finish()),
+                strs(v.iter().map(|(_, r)| int.resolve(r.top_artist))),
+                i64s(v.iter().map(|(_, r)| r.top_artist_listens)),
+            ]
+        }
+        PartRows::UserTrackDaily(mut v) => {
+            v.sort_unstable_by(|a, b| {
+                (int.resolve(a.0).as_bytes(), int.resolve(a.1.track).as_bytes())
+                    .cmp(&(int.resolve(b.0).as_bytes(), int.resolve(b.1.track).as_bytes()))
+            });
+            let n = v.len();
+            vec![
+                strs(v.iter().map(|(u, _)| int.resolve(*u))),
+                strs(v.iter().map(|(_, r)| int.resolve(r.track))),
+                days(day, n),
+                strs(v.iter().map(|(_, r)| int.resolve(r.artist))),
+                i64s(v.iter().map(|(_, r)| r.listens)),
+                i64s(v.iter().map(|(_, r)| r.plays)),
+                i64s(v.iter().map(|(_, r)| r.skips)),
+                i64s(v.iter().map(|(_, r)| r.early_skips)),
+                i64s(v.iter().map(|(_, r)| r.ms_played)),
+                f64s(v.iter().map(|(_, r)| ratio(r.sum_min, r.sum_duration))),
+                ts_array(v.iter().map(|(_, r)| r.first_ts)),
+                ts_array(v.iter().map(|(_, r)| r.last_ts)),
+            ]
+        }
+        PartRows::UserArtistDaily(mut v) => {
+            v.sort_unstable_by(|a, b| {
+                (int.resolve(a.0).as_bytes(), int.resolve(a.1.artist).as_bytes())
+                    .cmp(&(int.resolve(b.0).as_bytes(), int.resolve(b.1.artist).as_bytes()))
+            });
+            let n = v.len();
+            vec![
+                strs(v.iter().map(|(u, _)| int.resolve(*u))),
+                strs(v.iter().map(|(_, r)| int.resolve(r.artist))),
+                days(day, n),
+                i64s(v.iter().map(|(_, r)| r.listens)),
+                i64s(v.iter().map(|(_, r)| r.plays)),
+                i64s(v.iter().map(|(_, r)| r.skips)),
+                i64s(v.iter().map(|(_, r)| r.ms_played)),
+                i64s(v.iter().map(|(_, r)| r.distinct_tracks)),
+            ]
+        }
+        PartRows::UserProfile(mut v) => {
+            v.sort_unstable_by(|a, b| int.resolve(a.0).as_bytes().cmp(int.resolve(b.0).as_bytes()));
+            let n = v.len();
+            vec![
+                strs(v.iter().map(|(u, _)| int.resolve(*u))),
+                days(day, n),
+                i64s(v.iter().map(|(_, r)| r.active_days)),
+                i64s(v.iter().map(|(_, r)| r.listens)),
+                i64s(v.iter().map(|(_, r)| r.plays)),
+                i64s(v.iter().map(|(_, r)| r.skips)),
+                f64s(v.iter().map(|(_, r)| ratio(r.skips, r.listens))),
+                i64s(v.iter().map(|(_, r)| r.ms_played)),
+                i64s(v.iter().map(|(_, r)| r.distinct_tracks)),
+                i64s(v.iter().map(|(_, r)| r.distinct_artists)),
+                top_list("artist_id", v.iter().map(|(_, r)| &r.top_artists), int),
+                top_list("track_id", v.iter().map(|(_, r)| &r.top_tracks), int),
+            ]
+        }
+        PartRows::Rejected(mut v) => {
+            v.sort_unstable_by(|a, b| {
+                (int.resolve(a.source).as_bytes(), a.partition, a.offset).cmp(&(
+                    int.resolve(b.source).as_bytes(),
+                    b.partition,
+                    b.offset,
+                ))
+            });
+            let mut part = Int32Builder::with_capacity(v.len());
+            let mut mts = TimestampMillisecondBuilder::with_capacity(v.len()).with_timezone("UTC");
+            let mut raw = BinaryBuilder::new();
+            for r in &v {
+                part.append_value(r.partition);
+                mts.append_option(r.message_ts);
+                raw.append_value(&r.raw);
+            }
+            vec![
+                strs(v.iter().map(|r| int.resolve(r.source))),
+                Arc::new(part.finish()),
+                i64s(v.iter().map(|r| r.offset)),
+                Arc::new(mts.finish()),
+                Arc::new(StringArray::from_iter_values(v.iter().map(|r| r.reason.to_string()))),
+                Arc::new(raw.finish()),
+            ]
+        }
+    };
+    RecordBatch::try_new(table.schema(), cols).with_context(|| format!("building {} batch", table.name()))
+}
+
+/// Writer settings: zstd, page statistics, row groups of up to 1M rows, the
+/// key declared as sorting columns, a bloom filter on `user_id` where present.
+pub fn writer_properties(table: Table) -> WriterProperties {
+    let schema = table.schema();
+    let def = table.def();
+    let sorting: Vec<SortingColumn> = def
+        .key
+        .iter()
+        .filter_map(|k| schema.index_of(k).ok())
+        .map(|i| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_sorting_columns(Some(sorting))
+        .set_created_by(format!("skipflow {}", env!("CARGO_PKG_VERSION")));
+    if schema.index_of("user_id").is_ok() {
+        props = props.set_column_bloom_filter_enabled(ColumnPath::from("user_id"), true);
+    }
+    props.build()
+}
+
+/// Writes `batch` to `path` and fsyncs it (the file is complete once this returns).
+pub fn write_file(path: &Path, table: Table, batch: &RecordBatch) -> Result<u64> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = ArrowWriter::try_new(file, table.schema(), Some(writer_properties(table)))?;
+    w.write(batch)?;
+    let file = w.into_inner()?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}

@@ -1,0 +1,147 @@
+//! Reading published partitions back: the daily aggregates of window days
+//! before a run (the profile's prior days) and rejected rows to merge with.
+
+use super::partition_dir;
+use crate::dataflow::{ProfIn, ProfKind, RejectRow};
+use crate::decode::Reject;
+use crate::intern::{Id, Interner};
+use crate::schema::Table;
+use anyhow::{anyhow, Context, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::fs::File;
+use std::path::Path;
+
+/// Record batches of every data file of one published partition (none if absent).
+pub fn read_partition(out: &Path, table: Table, day: i32) -> Result<Vec<RecordBatch>> {
+    let dir = out.join(table.name()).join(partition_dir(day));
+    let mut batches = Vec::new();
+    if !dir.is_dir() {
+        return Ok(batches);
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    for path in files {
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("reading {}", path.display()))?
+            .with_batch_size(64 * 1024)
+            .build()?;
+        for b in reader {
+            batches.push(b.with_context(|| format!("reading {}", path.display()))?);
+        }
+    }
+    Ok(batches)
+}
+
+fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+    b.column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| anyhow!("column {name} missing"))
+}
+
+fn i64_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::Int64Array> {
+    col(b, name)?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| anyhow!("column {name} is not int64"))
+}
+
+fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::StringArray> {
+    col(b, name)?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| anyhow!("column {name} is not a string"))
+}
+
+/// The profile inputs of one published day: its `user_daily`,
+/// `user_track_daily` and `user_artist_daily` rows. Returns whether the day
+/// had a `user_daily` partition.
+pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Id, ProfIn)) -> Result<bool> {
+    let daily = read_partition(out, Table::UserDaily, day)?;
+    let present = !daily.is_empty();
+    for b in &daily {
+        let (u, l, p, s, m) = (
+            str_col(b, "user_id")?,
+            i64_col(b, "listens")?,
+            i64_col(b, "plays")?,
+            i64_col(b, "skips")?,
+            i64_col(b, "ms_played")?,
+        );
+        for i in 0..b.num_rows() {
+            emit(
+                int.name(u.value(i)),
+                ProfIn {
+                    day,
+                    kind: ProfKind::Daily,
+                    id: 0,
+                    listens: l.value(i),
+                    plays: p.value(i),
+                    skips: s.value(i),
+                    ms_played: m.value(i),
+                },
+            );
+        }
+    }
+    for (table, id_col, kind) in [
+        (Table::UserTrackDaily, "track_id", ProfKind::Track),
+        (Table::UserArtistDaily, "artist_id", ProfKind::Artist),
+    ] {
+        for b in &read_partition(out, table, day)? {
+            let (u, id, p, s) = (
+                str_col(b, "user_id")?,
+                str_col(b, id_col)?,
+                i64_col(b, "plays")?,
+                i64_col(b, "skips")?,
+            );
+            for i in 0..b.num_rows() {
+                emit(
+                    int.name(u.value(i)),
+                    ProfIn {
+                        day,
+                        kind,
+                        id: int.name(id.value(i)),
+                        listens: 0,
+                        plays: p.value(i),
+                        skips: s.value(i),
+                        ms_played: 0,
+                    },
+                );
+            }
+        }
+    }
+    Ok(present)
+}
+
+/// The published rows of one `rejected_events` partition.
+pub fn rejected_rows(out: &Path, day: i32, int: &Interner) -> Result<Vec<RejectRow>> {
+    let mut rows = Vec::new();
+    for b in &read_partition(out, Table::RejectedEvents, day)? {
+        let src = str_col(b, "source")?;
+        let part = col(b, "partition")?
+            .as_primitive_opt::<Int32Type>()
+            .ok_or_else(|| anyhow!("partition type"))?;
+        let off = i64_col(b, "offset")?;
+        let mts = col(b, "message_ts")?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| anyhow!("message_ts type"))?;
+        let reason = str_col(b, "reason")?;
+        let raw = col(b, "raw")?
+            .as_binary_opt::<i32>()
+            .ok_or_else(|| anyhow!("raw type"))?;
+        for i in 0..b.num_rows() {
+            rows.push(RejectRow {
+                source: int.name(src.value(i)),
+                partition: part.value(i),
+                offset: off.value(i),
+                message_ts: if mts.is_null(i) { None } else { Some(mts.value(i)) },
+                reason: Reject::parse(reason.value(i)).ok_or_else(|| anyhow!("unknown reason {}", reason.value(i)))?,
+                raw: raw.value(i).to_vec(),
+            });
+        }
+    }
+    Ok(rows)
+}
