@@ -251,7 +251,57 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
     })
 }
 
-/// `skipflow generate --output FILE` (placeholder while the generator lands).
-pub fn generate(_a: &GenerateArgs) -> Result<()> {
-    Err(bad("generate is not ready"))
+/// `skipflow generate --output FILE`: writes NDJSON (compressed by extension).
+pub fn generate(a: &GenerateArgs) -> Result<()> {
+    use crate::generate::{self as g, GenConfig};
+    use std::io::Write;
+    if a.brokers.is_some() {
+        return Err(bad(
+            "generate --brokers is not available in this build yet; use --output FILE",
+        ));
+    }
+    let path = a.output.clone().ok_or_else(|| bad("generate needs --output FILE"))?;
+    let cfg = GenConfig {
+        users: a.users,
+        days: a.days,
+        seed: a.seed,
+        dirty: a.dirty,
+        start_day: dates::parse_day(&a.start).map_err(|e| bad(format!("--start: {e}")))?,
+    };
+    let file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    let name = path.to_string_lossy().to_string();
+    let mut w: Box<dyn Write> = match crate::source::files::Compression::of(&name) {
+        crate::source::files::Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(file),
+            flate2::Compression::fast(),
+        )),
+        crate::source::files::Compression::Zstd => Box::new(zstd::Encoder::new(file, 3)?.auto_finish()),
+        crate::source::files::Compression::None => Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
+    };
+    let mut err: Option<std::io::Error> = None;
+    let stats = g::generate(&cfg, &mut |r| {
+        if err.is_some() {
+            return;
+        }
+        if let Some(v) = r.value.filter(|v| !v.is_empty()) {
+            if let Err(e) = w.write_all(&v).and_then(|_| w.write_all(b"\n")) {
+                err = Some(e);
+            }
+        }
+    });
+    if let Some(e) = err {
+        return Err(anyhow::anyhow!("writing {}: {e}", path.display()));
+    }
+    w.flush()?;
+    drop(w);
+    eprintln!(
+        "wrote {} records ({} valid events, {} duplicates, {} malformed, {} late) to {}",
+        stats.records,
+        stats.valid_events,
+        stats.duplicates,
+        stats.malformed,
+        stats.late,
+        path.display()
+    );
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! `out_of_range:`. Never panics, whatever the bytes.
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -222,7 +223,11 @@ impl<'de, 's> Visitor<'de> for TopLevel<'s, 'de> {
                         return Err(de::Error::custom("duplicated key"));
                     }
                     seen |= 1 << i;
-                    self.slots[i] = map.next_value_seed(SlotSeed)?;
+                    self.slots[i] = if (5..=7).contains(&i) {
+                        int_slot(map.next_value::<&'de RawValue>()?.get())?
+                    } else {
+                        map.next_value_seed(SlotSeed)?
+                    };
                 }
                 None => {
                     if others.contains(&key) {
@@ -234,6 +239,30 @@ impl<'de, 's> Visitor<'de> for TopLevel<'s, 'de> {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads an integer field from its raw JSON text, so that exactly the
+/// literals without fraction or exponent that fit in i64 are integers (`-0`
+/// is 0; `1e400` or `1e3` is a number of the wrong type, not invalid JSON).
+fn int_slot<'a, E: de::Error>(raw: &str) -> Result<Slot<'a>, E> {
+    let b = raw.as_bytes();
+    match b.first() {
+        Some(b'n') => Ok(Slot::Absent),
+        Some(b'-' | b'0'..=b'9') => {
+            if b.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                Ok(Slot::Other)
+            } else {
+                Ok(raw.parse::<i64>().map(Slot::Int).unwrap_or(Slot::Other))
+            }
+        }
+        Some(b'{' | b'[') => {
+            // Still reject duplicated keys inside.
+            let mut de = serde_json::Deserializer::from_str(raw);
+            Checked.deserialize(&mut de).map_err(|_| E::custom("duplicated key"))?;
+            Ok(Slot::Other)
+        }
+        _ => Ok(Slot::Other),
     }
 }
 
@@ -403,6 +432,9 @@ mod tests {
         assert_eq!(with("ts", "4102444799999"), "ok");
         assert_eq!(with("ts", "4102444800000"), "out_of_range:ts");
         assert_eq!(with("ts", "9223372036854775808"), "wrong_type:ts");
+        assert_eq!(with("ts", "1e400"), "wrong_type:ts");
+        assert_eq!(with("ts", "{\"a\":1,\"a\":1}"), "invalid_json");
+        assert_eq!(with("ts", "[1,{}]"), "wrong_type:ts");
         assert_eq!(with("ts", "null"), "missing_field:ts");
         assert_eq!(with("ms_played", "-1"), "out_of_range:ms_played");
         assert_eq!(with("ms_played", "-0"), "ok");

@@ -568,7 +568,7 @@ fn ndjson_lines() {
     assert_eq!(r[0].offset, 1);
     assert_eq!(r[0].value.as_deref(), Some(&b"a"[..]));
     assert_eq!(r[1].offset, 4);
-    assert_eq!(r[1].value.as_deref(), Some(&b"{\"x\":1}\r"[..]));
+    assert_eq!(r[1].value.as_deref(), Some(&b"{\"x\":1}"[..]));
     assert_eq!(r[2].offset, 6);
     assert_eq!(r[2].value.as_deref(), Some(&b"last"[..]));
     for x in &r {

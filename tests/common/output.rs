@@ -15,7 +15,13 @@ use std::path::Path;
 /// table -> partition value -> rows (in file order).
 pub type Tables = BTreeMap<String, BTreeMap<String, Vec<Value>>>;
 
-pub const FEATURE_TABLES: [&str; 5] = ["user_daily", "user_track_daily", "user_artist_daily", "user_profile_28d", "rejected_events"];
+pub const FEATURE_TABLES: [&str; 5] = [
+    "user_daily",
+    "user_track_daily",
+    "user_artist_daily",
+    "user_profile_28d",
+    "rejected_events",
+];
 
 fn date(days: i32) -> String {
     let d = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(days as i64);
@@ -36,7 +42,9 @@ pub fn value(c: &ArrayRef, i: usize) -> Value {
         DataType::Int64 => Value::from(c.as_primitive::<Int64Type>().value(i)),
         DataType::Float64 => Value::from(c.as_primitive::<Float64Type>().value(i)),
         DataType::Date32 => Value::from(date(c.as_primitive::<Date32Type>().value(i))),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Value::from(c.as_primitive::<TimestampMillisecondType>().value(i)),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Value::from(c.as_primitive::<TimestampMillisecondType>().value(i))
+        }
         DataType::Binary => Value::from(hex(c.as_binary::<i32>().value(i))),
         DataType::List(_) => {
             let l = c.as_list::<i32>().value(i);
@@ -60,7 +68,10 @@ pub fn type_string(t: &DataType) -> String {
         DataType::List(f) => format!("list<{}>", type_string(f.data_type())),
         DataType::Struct(fs) => format!(
             "struct<{}>",
-            fs.iter().map(|f| format!("{}:{}", f.name(), type_string(f.data_type()))).collect::<Vec<_>>().join(",")
+            fs.iter()
+                .map(|f| format!("{}:{}", f.name(), type_string(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         other => format!("unexpected:{other}"),
     }
@@ -70,7 +81,12 @@ pub fn type_string(t: &DataType) -> String {
 pub fn declared(table: &str) -> Vec<(String, String, bool)> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/tables.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
-    let t = v["tables"].as_array().unwrap().iter().find(|t| t["name"] == table).unwrap();
+    let t = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == table)
+        .unwrap();
     t["columns"]
         .as_array()
         .unwrap()
@@ -99,9 +115,15 @@ pub fn read_tables(out: &Path) -> Tables {
         for e in std::fs::read_dir(&dir).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().to_string_lossy().to_string();
-            let dt = name.strip_prefix("dt=").unwrap_or_else(|| panic!("unexpected entry {name} in {table}")).to_string();
+            let dt = name
+                .strip_prefix("dt=")
+                .unwrap_or_else(|| panic!("unexpected entry {name} in {table}"))
+                .to_string();
             let mut rows = Vec::new();
-            let mut files: Vec<_> = std::fs::read_dir(e.path()).unwrap().map(|f| f.unwrap().path()).collect();
+            let mut files: Vec<_> = std::fs::read_dir(e.path())
+                .unwrap()
+                .map(|f| f.unwrap().path())
+                .collect();
             files.sort();
             for f in files {
                 let fname = f.file_name().unwrap().to_string_lossy().to_string();
@@ -109,7 +131,10 @@ pub fn read_tables(out: &Path) -> Tables {
                     continue;
                 }
                 assert!(fname.ends_with(".parquet"), "unexpected file {}", f.display());
-                let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
+                let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap();
                 for b in reader {
                     let b = b.unwrap();
                     let schema = b.schema();

@@ -1,0 +1,5 @@
+#![allow(dead_code)]
+
+pub mod harness;
+pub mod output;
+pub mod reference;
