@@ -12,11 +12,11 @@ use crate::decode::{self, Reject, MAX_VALUE_BYTES};
 use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
-use crate::sink::{self, publish, Staged};
+use crate::sink::{self, publish, PartRows, Staged};
 use crate::source::files::{self, FileReader, Split};
 use crate::source::{Poll, RawRecord};
 use anyhow::{anyhow, Context, Result};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -49,6 +49,7 @@ struct Shared {
     kept: Mutex<i64>,
     barrier: Barrier,
     staged: Mutex<Vec<Staged>>,
+    parts: Mutex<HashMap<(Table, i32), Vec<PartRows>>>,
     missing: Mutex<Vec<i32>>,
     bytes: Arc<AtomicU64>,
     sources: Vec<Id>,
@@ -138,6 +139,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         kept: Mutex::new(0),
         barrier: Barrier::new(workers),
         staged: Mutex::new(Vec::new()),
+        parts: Mutex::new(HashMap::new()),
         missing: Mutex::new(Vec::new()),
         bytes: Arc::new(AtomicU64::new(0)),
         sources,
@@ -301,6 +303,7 @@ fn batch_worker(
         run_day: sh.run_day,
     };
     let mut failure: Option<anyhow::Error> = None;
+    let t0 = Instant::now();
     loop {
         let polled = reader.poll(16 * 1024, &mut |file, rec| feeder.feed(sh.sources[file], rec, &mut h));
         worker.step();
@@ -322,7 +325,13 @@ fn batch_worker(
     ] {
         t.advance(1);
     }
+    tracing::info!(worker = index, secs = t0.elapsed().as_secs_f64(), "input read");
     worker.step_while(|| h.probe.less_than(&1));
+    tracing::info!(
+        worker = index,
+        secs = t0.elapsed().as_secs_f64(),
+        "daily tables computed"
+    );
     {
         let k = h.kept.borrow();
         *sh.kept.lock().expect("kept") += k.count;
@@ -364,26 +373,62 @@ fn batch_worker(
     drop(h.prior);
     drop(h.as_of);
     worker.step_while(|| !probe.done());
+    tracing::info!(worker = index, secs = t0.elapsed().as_secs_f64(), "profile computed");
     if let Some(e) = failure {
         return Err(e);
     }
 
-    // Stage this worker's partitions.
-    let read_sources: HashSet<Id> = sh.sources.iter().copied().collect();
-    let out = cfg.output.clone();
-    let int = sh.interner.clone();
-    let merge = move |day: i32, mut rows: Vec<RejectRow>| -> Result<Vec<RejectRow>> {
-        let old = sink::read::rejected_rows(&out, day, &int)?;
-        rows.extend(old.into_iter().filter(|r| !read_sources.contains(&r.source)));
-        rows.sort_by_key(|r| (r.source, r.partition, r.offset));
-        rows.dedup_by_key(|r| (r.source, r.partition, r.offset));
-        Ok(rows)
-    };
+    // Gather this worker's share of every partition, hand each to its owner, stage what we own.
     let in_range = |t: Table, d: i32| match t {
         Table::RejectedEvents => true,
         _ => range.is_some_and(|(f, to)| d >= f && d <= to),
     };
-    let staged = sink::stage_all(&mut h.traces, staging, &sh.interner, &in_range, &merge)?;
+    let buckets = sink::collect(&mut h.traces, &in_range);
+    drop(h.traces);
+    {
+        let mut parts = sh.parts.lock().expect("parts");
+        for (k, rows) in buckets {
+            parts.entry(k).or_default().push(rows);
+        }
+    }
+    sh.barrier.wait();
+    let mine: Vec<((Table, i32), Vec<PartRows>)> = {
+        let mut parts = sh.parts.lock().expect("parts");
+        let keys: Vec<(Table, i32)> = parts
+            .keys()
+            .filter(|(t, d)| sink::owner(*t, *d, peers) == index)
+            .copied()
+            .collect();
+        keys.into_iter()
+            .map(|k| (k, parts.remove(&k).unwrap_or_default()))
+            .collect()
+    };
+    let read_sources: HashSet<Id> = sh.sources.iter().copied().collect();
+    let mut staged = Vec::new();
+    for ((table, day), chunks) in mine {
+        let mut chunks = chunks.into_iter();
+        let Some(mut rows) = chunks.next() else { continue };
+        for c in chunks {
+            rows.append(c);
+        }
+        if let PartRows::Rejected(new) = rows {
+            // Keep published rows of sources this run did not read.
+            let mut all = new;
+            let old = sink::read::rejected_rows(&cfg.output, day, &sh.interner)?;
+            all.extend(old.into_iter().filter(|r| !read_sources.contains(&r.source)));
+            all.sort_by_key(|r| (r.source, r.partition, r.offset));
+            all.dedup_by_key(|r| (r.source, r.partition, r.offset));
+            rows = PartRows::Rejected(all);
+        }
+        debug_assert_eq!(rows.table(), table);
+        staged.push(sink::stage_partition(staging, day, rows, &sh.interner)?);
+    }
+    tracing::info!(
+        worker = index,
+        secs = t0.elapsed().as_secs_f64(),
+        partitions = staged.len(),
+        "partitions staged"
+    );
     sh.staged.lock().expect("staged").extend(staged);
     Ok(())
 }

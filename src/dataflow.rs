@@ -139,16 +139,16 @@ pub struct RejectRow {
 
 /// One input of the profile: a daily aggregate of one user, or an as-of marker.
 ///
-/// Sorted by day first, so the profile reduce can slide its window.
+/// Sorted by day first, so the profile reduce can slide its window. Compact
+/// (24 bytes): a `user_daily` row's listens are its plays plus skips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ProfIn {
     pub day: i32,
     pub kind: ProfKind,
     pub id: Id,
-    pub listens: i64,
-    pub plays: i64,
-    pub skips: i64,
-    pub ms_played: i64,
+    pub plays: u32,
+    pub skips: u32,
+    pub ms_played: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -164,21 +164,27 @@ pub enum ProfKind {
 }
 
 impl ProfIn {
-    pub fn marker(as_of: i32) -> Self {
+    pub fn new(day: i32, kind: ProfKind, id: Id, plays: i64, skips: i64, ms_played: i64) -> Self {
         ProfIn {
-            day: as_of,
-            kind: ProfKind::AsOf,
-            id: 0,
-            listens: 0,
-            plays: 0,
-            skips: 0,
-            ms_played: 0,
+            day,
+            kind,
+            id,
+            plays: plays as u32,
+            skips: skips as u32,
+            ms_played: ms_played as u64,
         }
+    }
+    pub fn marker(as_of: i32) -> Self {
+        ProfIn::new(as_of, ProfKind::AsOf, 0, 0, 0, 0)
     }
 }
 
-/// A sink trace: rows of one table, keyed by (table tag, partition day).
-pub type SinkTrace<R> = TraceAgent<ValSpine<(u8, i32), R, Time, Diff>>;
+/// A daily table's rows, keyed by (day, user): one day's rows are contiguous.
+pub type DayTrace<V> = TraceAgent<ValSpine<(i32, Id), V, Time, Diff>>;
+/// Profile rows (as_of, row), keyed by user.
+pub type ProfileTrace = TraceAgent<ValSpine<Id, (i32, ProfileRow), Time, Diff>>;
+/// Rejected records keyed by partition day.
+pub type RejectTrace = TraceAgent<ValSpine<i32, RejectRow, Time, Diff>>;
 
 /// What one worker holds of the dataflow.
 pub struct Handles {
@@ -202,12 +208,13 @@ pub struct KeptStats {
     pub days: std::collections::BTreeMap<i32, i64>,
 }
 
+/// The arranged outputs the sink reads partitions from.
 pub struct SinkTraces {
-    pub user_daily: SinkTrace<(Id, DailyRow)>,
-    pub user_track_daily: SinkTrace<(Id, TrackRow)>,
-    pub user_artist_daily: SinkTrace<(Id, ArtistRow)>,
-    pub user_profile: SinkTrace<(Id, ProfileRow)>,
-    pub rejected: SinkTrace<RejectRow>,
+    pub user_daily: DayTrace<DailyRow>,
+    pub user_track_daily: DayTrace<TrackRow>,
+    pub user_artist_daily: DayTrace<ArtistRow>,
+    pub user_profile: ProfileTrace,
+    pub rejected: RejectTrace,
 }
 
 /// Builds the dataflow in `worker`.
@@ -254,13 +261,13 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
                     duration: l.duration,
                     skip: l.skip,
                 };
-                ((l.user, day), v)
+                ((day, l.user), v)
             })
             .arrange_by_key_named("ByUserDay");
 
         let daily = by_user_day
             .clone()
-            .reduce_abelian::<_, ValBuilderOf<DailyRow>, ValSpine<(Id, i32), DailyRow, Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilderOf<DailyRow>, ValSpine<(i32, Id), DailyRow, Time, Diff>, _, _>(
                 "UserDaily",
                 user_daily_logic(interner.clone()),
                 |vec, key, upds| {
@@ -270,7 +277,7 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             );
         let tracks = by_user_day
             .clone()
-            .reduce_abelian::<_, ValBuilderOf<TrackRow>, ValSpine<(Id, i32), TrackRow, Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilderOf<TrackRow>, ValSpine<(i32, Id), TrackRow, Time, Diff>, _, _>(
                 "UserTrackDaily",
                 user_track_logic(interner.clone()),
                 |vec, key, upds| {
@@ -279,7 +286,7 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
                 },
             );
         let artists = by_user_day
-            .reduce_abelian::<_, ValBuilderOf<ArtistRow>, ValSpine<(Id, i32), ArtistRow, Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilderOf<ArtistRow>, ValSpine<(i32, Id), ArtistRow, Time, Diff>, _, _>(
                 "UserArtistDaily",
                 user_artist_logic(),
                 |vec, key, upds| {
@@ -289,47 +296,14 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             );
 
         // The profile's inputs: this run's daily rows, prior days' rows, as-of markers.
-        let daily_in = daily.clone().as_collection(|&(u, d), r: &DailyRow| {
-            (
-                u,
-                ProfIn {
-                    day: d,
-                    kind: ProfKind::Daily,
-                    id: 0,
-                    listens: r.listens,
-                    plays: r.plays,
-                    skips: r.skips,
-                    ms_played: r.ms_played,
-                },
-            )
+        let daily_in = daily.clone().as_collection(|&(d, u), r: &DailyRow| {
+            (u, ProfIn::new(d, ProfKind::Daily, 0, r.plays, r.skips, r.ms_played))
         });
-        let track_in = tracks.clone().as_collection(|&(u, d), r: &TrackRow| {
-            (
-                u,
-                ProfIn {
-                    day: d,
-                    kind: ProfKind::Track,
-                    id: r.track,
-                    listens: 0,
-                    plays: r.plays,
-                    skips: r.skips,
-                    ms_played: 0,
-                },
-            )
-        });
-        let artist_in = artists.clone().as_collection(|&(u, d), r: &ArtistRow| {
-            (
-                u,
-                ProfIn {
-                    day: d,
-                    kind: ProfKind::Artist,
-                    id: r.artist,
-                    listens: 0,
-                    plays: r.plays,
-                    skips: r.skips,
-                    ms_played: 0,
-                },
-            )
+        let track_in = tracks
+            .clone()
+            .as_collection(|&(d, u), r: &TrackRow| (u, ProfIn::new(d, ProfKind::Track, r.track, r.plays, r.skips, 0)));
+        let artist_in = artists.clone().as_collection(|&(d, u), r: &ArtistRow| {
+            (u, ProfIn::new(d, ProfKind::Artist, r.artist, r.plays, r.skips, 0))
         });
         let all_daily = daily_in.concat(prior.clone().filter(|(_, p)| p.kind == ProfKind::Daily));
         let window = as_of.flat_map(|a| (a - WINDOW_DAYS + 1..=a).map(move |d| (d, a)));
@@ -338,35 +312,32 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             .map(|(u, p)| (p.day, u))
             .join(window)
             .map(|(_d, (u, a))| (u, ProfIn::marker(a)));
-        let profile_in = all_daily
+        let profile = all_daily
             .concat(track_in)
             .concat(artist_in)
             .concat(prior.filter(|(_, p)| p.kind != ProfKind::Daily))
-            .concat(markers);
-        let profile = profile_in.reduce_named("UserProfile28d", profile_logic(interner.clone()));
+            .concat(markers)
+            .arrange_by_key_named("Arrange: UserProfile28d")
+            .reduce_abelian::<_, ValBuilder<Id, (i32, ProfileRow)>, ValSpine<Id, (i32, ProfileRow), Time, Diff>, _, _>(
+                "UserProfile28d",
+                profile_logic(interner.clone()),
+                |vec, key, upds| {
+                    vec.clear();
+                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+                },
+            );
+        let rejected = rejected.arrange_by_key_named("Rejected");
 
-        // Sinks: every table arranged by (table, day) so one worker owns each partition.
-        let (probe, sink_daily) = daily
-            .as_collection(|&(u, d), r: &DailyRow| ((0u8, d), (u, r.clone())))
-            .arrange_by_key_named("SinkUserDaily")
-            .stream_probe();
-        let user_daily = sink_daily;
-        let user_track_daily = tracks
-            .as_collection(|&(u, d), r: &TrackRow| ((1u8, d), (u, r.clone())))
-            .arrange_by_key_named("SinkUserTrackDaily")
-            .probed(&probe);
-        let user_artist_daily = artists
-            .as_collection(|&(u, d), r: &ArtistRow| ((2u8, d), (u, r.clone())))
-            .arrange_by_key_named("SinkUserArtistDaily")
-            .probed(&probe);
-        let user_profile = profile
-            .map(|(u, (a, r))| ((3u8, a), (u, r)))
-            .arrange_by_key_named("SinkUserProfile")
-            .probed(&probe);
-        let rejected = rejected
-            .map(|(d, r)| ((4u8, d), r))
-            .arrange_by_key_named("SinkRejected")
-            .probed(&probe);
+        // The sink reads these arrangements; the probe tells when they are complete.
+        let probe = ProbeHandle::new();
+        {
+            use timely::dataflow::operators::Probe;
+            daily.stream.clone().probe_with(&probe);
+            tracks.stream.clone().probe_with(&probe);
+            artists.stream.clone().probe_with(&probe);
+            profile.stream.clone().probe_with(&probe);
+            rejected.stream.clone().probe_with(&probe);
+        }
 
         Handles {
             listens: listens_in,
@@ -375,41 +346,19 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             as_of: as_of_in,
             probe,
             traces: SinkTraces {
-                user_daily,
-                user_track_daily,
-                user_artist_daily,
-                user_profile,
-                rejected,
+                user_daily: daily.trace,
+                user_track_daily: tracks.trace,
+                user_artist_daily: artists.trace,
+                user_profile: profile.trace,
+                rejected: rejected.trace,
             },
             kept: kept_stats,
         }
     })
 }
 
-type ValBuilderOf<V> = differential_dataflow::trace::implementations::ValBuilder<(Id, i32), V, Time, Diff>;
-
-/// Probe plumbing for sink arrangements.
-trait SinkArranged<R: differential_dataflow::ExchangeData + Ord> {
-    fn stream_probe(self) -> (ProbeHandle<Time>, SinkTrace<R>);
-    fn probed(self, probe: &ProbeHandle<Time>) -> SinkTrace<R>;
-}
-
-impl<'s, R> SinkArranged<R> for differential_dataflow::operators::arrange::Arranged<'s, SinkTrace<R>>
-where
-    R: differential_dataflow::ExchangeData + Ord,
-{
-    fn stream_probe(self) -> (ProbeHandle<Time>, SinkTrace<R>) {
-        use timely::dataflow::operators::Probe;
-        let probe = ProbeHandle::new();
-        self.stream.probe_with(&probe);
-        (probe, self.trace)
-    }
-    fn probed(self, probe: &ProbeHandle<Time>) -> SinkTrace<R> {
-        use timely::dataflow::operators::Probe;
-        self.stream.probe_with(probe);
-        self.trace
-    }
-}
+type ValBuilder<K, V> = differential_dataflow::trace::implementations::ValBuilder<K, V, Time, Diff>;
+type ValBuilderOf<V> = ValBuilder<(i32, Id), V>;
 
 /// The dedup order of events.md on two events of one (day, event id) group:
 /// (ts, event_type, user_id, track_id, artist_id, ms_played, track_duration_ms),
@@ -442,11 +391,11 @@ fn by_bytes(int: &Interner, a: Id, b: Id) -> Ordering {
 /// `user_daily` over one (user, day) group, values in (ts, event id) order.
 fn user_daily_logic(
     int: Arc<Interner>,
-) -> impl FnMut(&(Id, i32), &[(&DayListen, Diff)], &mut Vec<(DailyRow, Diff)>) + 'static {
+) -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec<(DailyRow, Diff)>) + 'static {
     let mut tracks: FxSet<Id> = FxSet::default();
     let mut artists: FxMap<Id, i64> = FxMap::default();
     let mut run: Vec<(Id, bool, Diff)> = Vec::new();
-    move |&(_user, day), vals, out| {
+    move |&(day, _user), vals, out| {
         tracks.clear();
         artists.clear();
         let mut r = DailyRow {
@@ -564,7 +513,7 @@ impl<K: Eq + std::hash::Hash> Shrinkable for FxSet<K> {
 /// `user_track_daily` rows of one (user, day) group.
 fn user_track_logic(
     int: Arc<Interner>,
-) -> impl FnMut(&(Id, i32), &[(&DayListen, Diff)], &mut Vec<(TrackRow, Diff)>) + 'static {
+) -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec<(TrackRow, Diff)>) + 'static {
     let mut rows: FxMap<Id, TrackRow> = FxMap::default();
     move |_key, vals, out| {
         rows.clear();
@@ -602,7 +551,7 @@ fn user_track_logic(
 }
 
 /// `user_artist_daily` rows of one (user, day) group.
-fn user_artist_logic() -> impl FnMut(&(Id, i32), &[(&DayListen, Diff)], &mut Vec<(ArtistRow, Diff)>) + 'static {
+fn user_artist_logic() -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec<(ArtistRow, Diff)>) + 'static {
     let mut rows: FxMap<Id, ArtistRow> = FxMap::default();
     let mut pairs: FxSet<(Id, Id)> = FxSet::default();
     move |_key, vals, out| {
@@ -667,10 +616,10 @@ fn profile_logic(
                     ProfKind::AsOf => {}
                     ProfKind::Daily => {
                         active += n;
-                        listens += n * p.listens;
-                        plays += n * p.plays;
-                        skips += n * p.skips;
-                        ms += n * p.ms_played;
+                        listens += n * (p.plays as i64 + p.skips as i64);
+                        plays += n * p.plays as i64;
+                        skips += n * p.skips as i64;
+                        ms += n * p.ms_played as i64;
                     }
                     ProfKind::Track | ProfKind::Artist => {
                         let map = if p.kind == ProfKind::Track {
@@ -679,8 +628,8 @@ fn profile_logic(
                             &mut artists
                         };
                         let t = map.entry(p.id).or_default();
-                        t.plays += n * p.plays;
-                        t.skips += n * p.skips;
+                        t.plays += n * p.plays as i64;
+                        t.skips += n * p.skips as i64;
                         t.days += n;
                     }
                 }
@@ -693,10 +642,10 @@ fn profile_logic(
                     ProfKind::AsOf => {}
                     ProfKind::Daily => {
                         active -= n;
-                        listens -= n * p.listens;
-                        plays -= n * p.plays;
-                        skips -= n * p.skips;
-                        ms -= n * p.ms_played;
+                        listens -= n * (p.plays as i64 + p.skips as i64);
+                        plays -= n * p.plays as i64;
+                        skips -= n * p.skips as i64;
+                        ms -= n * p.ms_played as i64;
                     }
                     ProfKind::Track | ProfKind::Artist => {
                         let map = if p.kind == ProfKind::Track {
@@ -705,8 +654,8 @@ fn profile_logic(
                             &mut artists
                         };
                         if let Some(t) = map.get_mut(&p.id) {
-                            t.plays -= n * p.plays;
-                            t.skips -= n * p.skips;
+                            t.plays -= n * p.plays as i64;
+                            t.skips -= n * p.skips as i64;
                             t.days -= n;
                             if t.days == 0 {
                                 map.remove(&p.id);

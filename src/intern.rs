@@ -11,25 +11,45 @@
 //! same-day), so they live in one table per day, released with the day.
 
 use ahash::RandomState;
-use lasso::{Spur, ThreadedRodeo};
+use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// An interned string: dense, exact, process-local.
 pub type Id = u32;
 
-type Rodeo = ThreadedRodeo<Spur, RandomState>;
+/// A concurrent interner: a sharded map finds a string's id, an append-only
+/// vector resolves an id without locks.
+#[derive(Default)]
+pub struct Rodeo {
+    ids: DashMap<Arc<str>, Id, RandomState>,
+    strings: boxcar::Vec<Arc<str>>,
+}
+
+impl Rodeo {
+    pub fn get_or_intern(&self, s: &str) -> Id {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let key: Arc<str> = Arc::from(s);
+        *self.ids.entry(key.clone()).or_insert_with(|| {
+            let i = self.strings.push(key);
+            Id::try_from(i).expect("fewer than 2^32 distinct ids")
+        })
+    }
+    pub fn resolve(&self, id: Id) -> &str {
+        &self.strings[id as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.strings.count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 fn new_rodeo() -> Rodeo {
-    ThreadedRodeo::with_hasher(RandomState::new())
-}
-
-fn to_id(s: Spur) -> Id {
-    lasso::Key::into_usize(s) as Id
-}
-
-fn to_spur(id: Id) -> Spur {
-    <Spur as lasso::Key>::try_from_usize(id as usize).expect("interned id")
+    Rodeo::default()
 }
 
 /// The interners of one process.
@@ -54,12 +74,12 @@ impl Interner {
 
     /// Interns a user, track or artist id.
     pub fn name(&self, s: &str) -> Id {
-        to_id(self.names.get_or_intern(s))
+        self.names.get_or_intern(s)
     }
 
     /// The string of a user, track or artist id.
     pub fn resolve(&self, id: Id) -> &str {
-        self.names.resolve(&to_spur(id))
+        self.names.resolve(id)
     }
 
     /// Number of distinct user, track and artist ids.
@@ -93,10 +113,10 @@ pub struct EventIds(Arc<Rodeo>);
 
 impl EventIds {
     pub fn intern(&self, s: &str) -> Id {
-        to_id(self.0.get_or_intern(s))
+        self.0.get_or_intern(s)
     }
     pub fn resolve(&self, id: Id) -> &str {
-        self.0.resolve(&to_spur(id))
+        self.0.resolve(id)
     }
 }
 

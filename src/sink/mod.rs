@@ -6,12 +6,15 @@ pub mod parquet;
 pub mod publish;
 pub mod read;
 
-use crate::dataflow::{SinkTrace, SinkTraces, Time};
+use crate::dataflow::{Diff, SinkTraces, Time};
 use crate::intern::Interner;
 use crate::schema::Table;
 use anyhow::Result;
+use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use timely::progress::frontier::Antichain;
 
@@ -36,35 +39,99 @@ pub struct Staged {
     pub bytes: u64,
 }
 
-/// Calls `f(day, rows)` for every partition key of `trace` whose rows at the
-/// trace's current contents are non-empty (rows with positive multiplicity,
-/// repeated by it).
-pub fn read_trace<R: Clone + Ord + 'static>(
-    trace: &mut SinkTrace<R>,
-    mut f: impl FnMut(i32, Vec<R>) -> Result<()>,
-) -> Result<()> {
+/// Calls `f(key, val, count)` for every row of `trace` with a non-zero count
+/// in its current contents.
+pub fn scan<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, Diff>>, mut f: impl FnMut(&K, &V, isize))
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
     let Some(batches) = trace.batches_through(Antichain::<Time>::new().borrow()) else {
-        return Ok(());
+        return;
     };
     let (mut cursor, storage) = cursor_list(batches);
     while cursor.key_valid(&storage) {
-        let &(_, day) = cursor.key(&storage);
-        let mut rows = Vec::new();
+        let k = cursor.key(&storage);
         while cursor.val_valid(&storage) {
             let mut n: isize = 0;
             cursor.map_times(&storage, |_t, d| n += *d);
-            let v = cursor.val(&storage);
-            for _ in 0..n.max(0) {
-                rows.push(v.clone());
+            if n != 0 {
+                f(k, cursor.val(&storage), n);
             }
             cursor.step_val(&storage);
         }
-        if !rows.is_empty() {
-            f(day, rows)?;
-        }
         cursor.step_key(&storage);
     }
-    Ok(())
+}
+
+/// Partitions gathered by one worker: (table, day) -> its share of the rows.
+pub type Buckets = HashMap<(Table, i32), PartRows>;
+
+fn push_n<T: Clone>(v: &mut Vec<T>, x: &T, n: isize) {
+    for _ in 0..n.max(0) {
+        v.push(x.clone());
+    }
+}
+
+/// This worker's share of every partition in `traces` that `keep` accepts.
+pub fn collect(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> Buckets {
+    let mut b: Buckets = HashMap::new();
+    scan(&mut traces.user_daily, |&(d, u), r, n| {
+        if keep(Table::UserDaily, d) {
+            if let PartRows::UserDaily(v) = b
+                .entry((Table::UserDaily, d))
+                .or_insert_with(|| PartRows::UserDaily(vec![]))
+            {
+                push_n(v, &(u, r.clone()), n);
+            }
+        }
+    });
+    scan(&mut traces.user_track_daily, |&(d, u), r, n| {
+        if keep(Table::UserTrackDaily, d) {
+            if let PartRows::UserTrackDaily(v) = b
+                .entry((Table::UserTrackDaily, d))
+                .or_insert_with(|| PartRows::UserTrackDaily(vec![]))
+            {
+                push_n(v, &(u, r.clone()), n);
+            }
+        }
+    });
+    scan(&mut traces.user_artist_daily, |&(d, u), r, n| {
+        if keep(Table::UserArtistDaily, d) {
+            if let PartRows::UserArtistDaily(v) = b
+                .entry((Table::UserArtistDaily, d))
+                .or_insert_with(|| PartRows::UserArtistDaily(vec![]))
+            {
+                push_n(v, &(u, r.clone()), n);
+            }
+        }
+    });
+    scan(&mut traces.user_profile, |&u, (d, r), n| {
+        if keep(Table::UserProfile28d, *d) {
+            if let PartRows::UserProfile(v) = b
+                .entry((Table::UserProfile28d, *d))
+                .or_insert_with(|| PartRows::UserProfile(vec![]))
+            {
+                push_n(v, &(u, r.clone()), n);
+            }
+        }
+    });
+    scan(&mut traces.rejected, |&d, r, n| {
+        if keep(Table::RejectedEvents, d) {
+            if let PartRows::Rejected(v) = b
+                .entry((Table::RejectedEvents, d))
+                .or_insert_with(|| PartRows::Rejected(vec![]))
+            {
+                push_n(v, r, n);
+            }
+        }
+    });
+    b
+}
+
+/// The worker that writes partition (table, day).
+pub fn owner(table: Table, day: i32, peers: usize) -> usize {
+    (day.rem_euclid(peers as i32) as usize + table as usize) % peers
 }
 
 /// Writes one partition's rows into `staging/<table>/dt=<day>/part-00000.parquet`.
@@ -82,50 +149,4 @@ pub fn stage_partition(staging: &Path, day: i32, rows: PartRows, int: &Interner)
         rows: n,
         bytes,
     })
-}
-
-/// Stages every non-empty partition this worker owns in `traces`.
-///
-/// `rejected_merge` is given each rejected partition's new rows and returns the
-/// rows to write (merged with what is already published).
-pub fn stage_all(
-    traces: &mut SinkTraces,
-    staging: &Path,
-    int: &Interner,
-    keep_day: &dyn Fn(Table, i32) -> bool,
-    rejected_merge: &dyn Fn(i32, Vec<crate::dataflow::RejectRow>) -> Result<Vec<crate::dataflow::RejectRow>>,
-) -> Result<Vec<Staged>> {
-    let mut out = Vec::new();
-    read_trace(&mut traces.user_daily, |d, rows| {
-        if keep_day(Table::UserDaily, d) {
-            out.push(stage_partition(staging, d, PartRows::UserDaily(rows), int)?);
-        }
-        Ok(())
-    })?;
-    read_trace(&mut traces.user_track_daily, |d, rows| {
-        if keep_day(Table::UserTrackDaily, d) {
-            out.push(stage_partition(staging, d, PartRows::UserTrackDaily(rows), int)?);
-        }
-        Ok(())
-    })?;
-    read_trace(&mut traces.user_artist_daily, |d, rows| {
-        if keep_day(Table::UserArtistDaily, d) {
-            out.push(stage_partition(staging, d, PartRows::UserArtistDaily(rows), int)?);
-        }
-        Ok(())
-    })?;
-    read_trace(&mut traces.user_profile, |d, rows| {
-        if keep_day(Table::UserProfile28d, d) {
-            out.push(stage_partition(staging, d, PartRows::UserProfile(rows), int)?);
-        }
-        Ok(())
-    })?;
-    read_trace(&mut traces.rejected, |d, rows| {
-        if keep_day(Table::RejectedEvents, d) {
-            let rows = rejected_merge(d, rows)?;
-            out.push(stage_partition(staging, d, PartRows::Rejected(rows), int)?);
-        }
-        Ok(())
-    })?;
-    Ok(out)
 }

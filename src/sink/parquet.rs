@@ -51,6 +51,17 @@ impl PartRows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Appends another share of the same partition.
+    pub fn append(&mut self, other: PartRows) {
+        match (self, other) {
+            (PartRows::UserDaily(a), PartRows::UserDaily(b)) => a.extend(b),
+            (PartRows::UserTrackDaily(a), PartRows::UserTrackDaily(b)) => a.extend(b),
+            (PartRows::UserArtistDaily(a), PartRows::UserArtistDaily(b)) => a.extend(b),
+            (PartRows::UserProfile(a), PartRows::UserProfile(b)) => a.extend(b),
+            (PartRows::Rejected(a), PartRows::Rejected(b)) => a.extend(b),
+            _ => panic!("rows of different tables in one partition"),
+        }
+    }
 }
 
 fn ratio(num: i64, den: i64) -> f64 {

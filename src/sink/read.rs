@@ -64,9 +64,8 @@ pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Id, 
     let daily = read_partition(out, Table::UserDaily, day)?;
     let present = !daily.is_empty();
     for b in &daily {
-        let (u, l, p, s, m) = (
+        let (u, p, s, m) = (
             str_col(b, "user_id")?,
-            i64_col(b, "listens")?,
             i64_col(b, "plays")?,
             i64_col(b, "skips")?,
             i64_col(b, "ms_played")?,
@@ -74,15 +73,7 @@ pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Id, 
         for i in 0..b.num_rows() {
             emit(
                 int.name(u.value(i)),
-                ProfIn {
-                    day,
-                    kind: ProfKind::Daily,
-                    id: 0,
-                    listens: l.value(i),
-                    plays: p.value(i),
-                    skips: s.value(i),
-                    ms_played: m.value(i),
-                },
+                ProfIn::new(day, ProfKind::Daily, 0, p.value(i), s.value(i), m.value(i)),
             );
         }
     }
@@ -100,15 +91,7 @@ pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Id, 
             for i in 0..b.num_rows() {
                 emit(
                     int.name(u.value(i)),
-                    ProfIn {
-                        day,
-                        kind,
-                        id: int.name(id.value(i)),
-                        listens: 0,
-                        plays: p.value(i),
-                        skips: s.value(i),
-                        ms_played: 0,
-                    },
+                    ProfIn::new(day, kind, int.name(id.value(i)), p.value(i), s.value(i), 0),
                 );
             }
         }
