@@ -99,13 +99,12 @@ impl Feeder {
                 }
                 let eid = self.cache.get(&self.interner, day).intern(&e.event_id);
                 let l = Listen {
-                    ts: e.ts,
+                    time: dataflow::TimeType::new(e.ts, e.skip),
                     user: self.interner.name(&e.user_id),
                     track: self.interner.name(&e.track_id),
                     artist: self.interner.name(&e.artist_id),
                     ms_played: e.ms_played as u32,
                     duration: e.track_duration_ms as u32,
-                    skip: e.skip,
                 };
                 h.listens.update(((day, eid), l), 1);
             }
@@ -325,11 +324,17 @@ fn batch_worker(
     ] {
         t.advance(1);
     }
-    tracing::info!(worker = index, secs = t0.elapsed().as_secs_f64(), "input read");
+    tracing::info!(
+        worker = index,
+        secs = t0.elapsed().as_secs_f64(),
+        rss_mb = crate::report::rss_mb(),
+        "input read"
+    );
     worker.step_while(|| h.probe.less_than(&1));
     tracing::info!(
         worker = index,
         secs = t0.elapsed().as_secs_f64(),
+        rss_mb = crate::report::rss_mb(),
         "daily tables computed"
     );
     {
@@ -373,7 +378,12 @@ fn batch_worker(
     drop(h.prior);
     drop(h.as_of);
     worker.step_while(|| !probe.done());
-    tracing::info!(worker = index, secs = t0.elapsed().as_secs_f64(), "profile computed");
+    tracing::info!(
+        worker = index,
+        secs = t0.elapsed().as_secs_f64(),
+        rss_mb = crate::report::rss_mb(),
+        "profile computed"
+    );
     if let Some(e) = failure {
         return Err(e);
     }
@@ -385,6 +395,12 @@ fn batch_worker(
     };
     let buckets = sink::collect(&mut h.traces, &in_range);
     drop(h.traces);
+    tracing::info!(
+        worker = index,
+        secs = t0.elapsed().as_secs_f64(),
+        rss_mb = crate::report::rss_mb(),
+        "rows collected"
+    );
     {
         let mut parts = sh.parts.lock().expect("parts");
         for (k, rows) in buckets {
@@ -426,6 +442,7 @@ fn batch_worker(
     tracing::info!(
         worker = index,
         secs = t0.elapsed().as_secs_f64(),
+        rss_mb = crate::report::rss_mb(),
         partitions = staged.len(),
         "partitions staged"
     );

@@ -26,8 +26,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
-pub type Time = u64;
-pub type Diff = isize;
+pub type Time = u32;
+pub type Diff = i32;
 
 /// Session gap: a listen more than this after the previous one starts a session.
 pub const SESSION_GAP_MS: i64 = 1_800_000;
@@ -40,28 +40,50 @@ const TOP_N: usize = 10;
 type FxMap<K, V> = HashMap<K, V, ahash::RandomState>;
 type FxSet<K> = HashSet<K, ahash::RandomState>;
 
-/// A valid event as the dataflow carries it (the key holds day and event id).
+/// `ts` within its day and the event type in one word: milliseconds since
+/// midnight shifted left once, the low bit set for a skip. Orders by
+/// (`ts`, `event_type`), as the dedup rule does ("play" < "skip").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TimeType(u32);
+
+impl TimeType {
+    pub fn new(ts: i64, skip: bool) -> TimeType {
+        TimeType(((ts.rem_euclid(MS_PER_DAY) as u32) << 1) | skip as u32)
+    }
+    /// Milliseconds since midnight UTC.
+    pub fn ms_of_day(self) -> i64 {
+        (self.0 >> 1) as i64
+    }
+    pub fn skip(self) -> bool {
+        self.0 & 1 == 1
+    }
+    /// The epoch-millisecond `ts` of this time on `day`.
+    pub fn ts(self, day: i32) -> i64 {
+        day as i64 * MS_PER_DAY + self.ms_of_day()
+    }
+}
+
+/// A valid event as the dataflow carries it (the key holds day and event
+/// id): 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Listen {
-    pub ts: i64,
+    pub time: TimeType,
     pub user: Id,
     pub track: Id,
     pub artist: Id,
     pub ms_played: u32,
     pub duration: u32,
-    pub skip: bool,
 }
 
-/// A kept listen within its (user, day) group; ordered by `ts` first.
+/// A kept listen within its (day, user) group; ordered by `ts` first: 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DayListen {
-    pub ts: i64,
+    pub time: TimeType,
     pub eid: Id,
     pub track: Id,
     pub artist: Id,
     pub ms_played: u32,
     pub duration: u32,
-    pub skip: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -232,7 +254,7 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             move |_key, vals: &[(&Listen, Diff)], out: &mut Vec<(Listen, Diff)>| {
                 let mut best = vals[0].0;
                 for (v, _) in &vals[1..] {
-                    if v.ts != best.ts {
+                    if v.time.ms_of_day() != best.time.ms_of_day() {
                         break; // values are sorted by ts first
                     }
                     if dedup_order(v, best, &int) == Ordering::Less {
@@ -253,13 +275,12 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             })
             .map(|((day, eid), l)| {
                 let v = DayListen {
-                    ts: l.ts,
+                    time: l.time,
                     eid,
                     track: l.track,
                     artist: l.artist,
                     ms_played: l.ms_played,
                     duration: l.duration,
-                    skip: l.skip,
                 };
                 ((day, l.user), v)
             })
@@ -371,8 +392,8 @@ pub fn dedup_order(a: &Listen, b: &Listen, int: &Interner) -> Ordering {
             int.resolve(x).as_bytes().cmp(int.resolve(y).as_bytes())
         }
     };
-    a.ts.cmp(&b.ts)
-        .then(a.skip.cmp(&b.skip))
+    a.time
+        .cmp(&b.time)
         .then_with(|| by_id(a.user, b.user))
         .then_with(|| by_id(a.track, b.track))
         .then_with(|| by_id(a.artist, b.artist))
@@ -399,8 +420,8 @@ fn user_daily_logic(
         tracks.clear();
         artists.clear();
         let mut r = DailyRow {
-            first_ts: vals[0].0.ts,
-            last_ts: vals[vals.len() - 1].0.ts,
+            first_ts: vals[0].0.time.ts(day),
+            last_ts: vals[vals.len() - 1].0.time.ts(day),
             ..Default::default()
         };
         let mut prev_ts: Option<i64> = None;
@@ -409,9 +430,9 @@ fn user_daily_logic(
         let event_ids = int.event_day(day);
         let mut i = 0;
         while i < vals.len() {
-            let ts = vals[i].0.ts;
+            let ts = vals[i].0.time.ms_of_day();
             let mut j = i + 1;
-            while j < vals.len() && vals[j].0.ts == ts {
+            while j < vals.len() && vals[j].0.time.ms_of_day() == ts {
                 j += 1;
             }
             // Sessions: equal timestamps never split a session.
@@ -424,7 +445,7 @@ fn user_daily_logic(
                 let n = *n as i64;
                 let ms = v.ms_played as i64;
                 r.listens += n;
-                if v.skip {
+                if v.time.skip() {
                     r.skips += n;
                     if v.ms_played < EARLY_SKIP_MS {
                         r.early_skips += n;
@@ -435,7 +456,7 @@ fn user_daily_logic(
                 r.ms_played += n * ms;
                 r.sum_min += n * ms.min(v.duration as i64);
                 r.sum_duration += n * v.duration as i64;
-                r.by_hour[(ts.rem_euclid(MS_PER_DAY) / 3_600_000) as usize] += n as u32;
+                r.by_hour[(ts / 3_600_000) as usize] += n as u32;
                 session_len += n;
                 tracks.insert(v.track);
                 *artists.entry(v.artist).or_insert(0) += n;
@@ -444,12 +465,12 @@ fn user_daily_logic(
             // Skip streaks follow (ts, event_id) order: sort ties by event id bytes.
             if j - i == 1 {
                 let (v, n) = vals[i];
-                streak = if v.skip { streak + n as i64 } else { 0 };
+                streak = if v.time.skip() { streak + n as i64 } else { 0 };
                 r.max_skip_streak = r.max_skip_streak.max(streak);
             } else {
                 run.clear();
-                run.extend(vals[i..j].iter().map(|(v, n)| (v.eid, v.skip, *n)));
-                run.sort_unstable_by(|a, b| event_ids.resolve(a.0).as_bytes().cmp(event_ids.resolve(b.0).as_bytes()));
+                run.extend(vals[i..j].iter().map(|(v, n)| (v.eid, v.time.skip(), *n)));
+                run.sort_by_cached_key(|a| event_ids.resolve(a.0));
                 for &(_, skip, n) in run.iter() {
                     streak = if skip { streak + n as i64 } else { 0 };
                     r.max_skip_streak = r.max_skip_streak.max(streak);
@@ -515,7 +536,7 @@ fn user_track_logic(
     int: Arc<Interner>,
 ) -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec<(TrackRow, Diff)>) + 'static {
     let mut rows: FxMap<Id, TrackRow> = FxMap::default();
-    move |_key, vals, out| {
+    move |&(day, _user), vals, out| {
         rows.clear();
         for (v, n) in vals {
             let n = *n as i64;
@@ -523,15 +544,15 @@ fn user_track_logic(
             let r = rows.entry(v.track).or_insert_with(|| TrackRow {
                 track: v.track,
                 artist: v.artist,
-                first_ts: v.ts,
-                last_ts: v.ts,
+                first_ts: v.time.ts(day),
+                last_ts: v.time.ts(day),
                 ..Default::default()
             });
             if v.artist != r.artist && by_bytes(&int, v.artist, r.artist) == Ordering::Less {
                 r.artist = v.artist;
             }
             r.listens += n;
-            if v.skip {
+            if v.time.skip() {
                 r.skips += n;
                 if v.ms_played < EARLY_SKIP_MS {
                     r.early_skips += n;
@@ -542,8 +563,8 @@ fn user_track_logic(
             r.ms_played += n * ms;
             r.sum_min += n * ms.min(v.duration as i64);
             r.sum_duration += n * v.duration as i64;
-            r.first_ts = r.first_ts.min(v.ts);
-            r.last_ts = r.last_ts.max(v.ts);
+            r.first_ts = r.first_ts.min(v.time.ts(day));
+            r.last_ts = r.last_ts.max(v.time.ts(day));
         }
         out.extend(rows.drain().map(|(_, r)| (r, 1)));
         shrink(&mut rows);
@@ -564,7 +585,7 @@ fn user_artist_logic() -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec
                 ..Default::default()
             });
             r.listens += n;
-            if v.skip {
+            if v.time.skip() {
                 r.skips += n;
             } else {
                 r.plays += n;

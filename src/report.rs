@@ -133,3 +133,12 @@ pub fn summary(r: &RunReport) -> String {
     }
     s
 }
+
+/// Resident set size of this process in MB (Linux; 0 elsewhere).
+pub fn rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096 / (1 << 20))
+        .unwrap_or(0)
+}

@@ -54,7 +54,7 @@ where
         let k = cursor.key(&storage);
         while cursor.val_valid(&storage) {
             let mut n: isize = 0;
-            cursor.map_times(&storage, |_t, d| n += *d);
+            cursor.map_times(&storage, |_t, d| n += *d as isize);
             if n != 0 {
                 f(k, cursor.val(&storage), n);
             }
@@ -140,8 +140,18 @@ pub fn stage_partition(staging: &Path, day: i32, rows: PartRows, int: &Interner)
     let n = rows.len();
     let dir = staging.join(table.name()).join(partition_dir(day));
     std::fs::create_dir_all(&dir)?;
+    let t = std::time::Instant::now();
     let batch = self::parquet::to_batch(rows, day, int)?;
+    let built = t.elapsed().as_secs_f64();
     let bytes = self::parquet::write_file(&dir.join(PART_FILE), table, &batch)?;
+    tracing::debug!(
+        table = table.name(),
+        day,
+        rows = n,
+        built,
+        written = t.elapsed().as_secs_f64() - built,
+        "partition staged"
+    );
     Ok(Staged {
         table,
         day,

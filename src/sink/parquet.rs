@@ -64,6 +64,30 @@ impl PartRows {
     }
 }
 
+/// Byte-wise order of the ids in a partition, as dense ranks indexed by id:
+/// rows sort by integer ranks, each distinct string compared only while
+/// ranking the (much smaller) distinct set.
+struct Ranks(Vec<u32>);
+
+impl Ranks {
+    fn new(ids: impl Iterator<Item = Id>, int: &Interner) -> Ranks {
+        let mut distinct: Vec<Id> = ids.collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut keyed: Vec<(&str, Id)> = distinct.into_iter().map(|i| (int.resolve(i), i)).collect();
+        keyed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let max = keyed.iter().map(|k| k.1).max().unwrap_or(0) as usize;
+        let mut rank = vec![0u32; max + 1];
+        for (r, (_, i)) in keyed.into_iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        Ranks(rank)
+    }
+    fn of(&self, id: Id) -> u32 {
+        self.0[id as usize]
+    }
+}
+
 fn ratio(num: i64, den: i64) -> f64 {
     num as f64 / den as f64
 }
@@ -132,7 +156,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
     let table = rows.table();
     let cols: Vec<ArrayRef> = match rows {
         PartRows::UserDaily(mut v) => {
-            v.sort_unstable_by(|a, b| int.resolve(a.0).as_bytes().cmp(int.resolve(b.0).as_bytes()));
+            let users = Ranks::new(v.iter().map(|r| r.0), int);
+            v.sort_unstable_by_key(|r| users.of(r.0));
             let n = v.len();
             let mut hours = ListBuilder::new(Int64Builder::with_capacity(n * 24));
             for (_, r) in &v {
@@ -162,10 +187,9 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
             ]
         }
         PartRows::UserTrackDaily(mut v) => {
-            v.sort_unstable_by(|a, b| {
-                (int.resolve(a.0).as_bytes(), int.resolve(a.1.track).as_bytes())
-                    .cmp(&(int.resolve(b.0).as_bytes(), int.resolve(b.1.track).as_bytes()))
-            });
+            let users = Ranks::new(v.iter().map(|r| r.0), int);
+            let tracks = Ranks::new(v.iter().map(|r| r.1.track), int);
+            v.sort_unstable_by_key(|r| (users.of(r.0), tracks.of(r.1.track)));
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(*u))),
@@ -183,10 +207,9 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
             ]
         }
         PartRows::UserArtistDaily(mut v) => {
-            v.sort_unstable_by(|a, b| {
-                (int.resolve(a.0).as_bytes(), int.resolve(a.1.artist).as_bytes())
-                    .cmp(&(int.resolve(b.0).as_bytes(), int.resolve(b.1.artist).as_bytes()))
-            });
+            let users = Ranks::new(v.iter().map(|r| r.0), int);
+            let artists = Ranks::new(v.iter().map(|r| r.1.artist), int);
+            v.sort_unstable_by_key(|r| (users.of(r.0), artists.of(r.1.artist)));
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(*u))),
@@ -200,7 +223,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
             ]
         }
         PartRows::UserProfile(mut v) => {
-            v.sort_unstable_by(|a, b| int.resolve(a.0).as_bytes().cmp(int.resolve(b.0).as_bytes()));
+            let users = Ranks::new(v.iter().map(|r| r.0), int);
+            v.sort_unstable_by_key(|r| users.of(r.0));
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(*u))),
@@ -262,7 +286,7 @@ pub fn writer_properties(table: Table) -> WriterProperties {
         })
         .collect();
     let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1 << 20))
         .set_sorting_columns(Some(sorting))
