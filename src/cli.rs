@@ -39,7 +39,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Shows tables, partitions, row counts and schemas of an output directory.
     Inspect(InspectArgs),
-    /// The whole tour on the embedded default (not in this build yet).
+    /// The whole tour: generates a dirty week of events, runs the job into
+    /// ./out, and shows what it wrote and how to open it.
     Demo,
 }
 
@@ -304,4 +305,61 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_job_files_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                JobFile::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2);
+    }
+
+    #[test]
+    fn flags_win_over_the_job_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("e.ndjson");
+        std::fs::write(&input, "").unwrap();
+        let job = dir.path().join("j.toml");
+        std::fs::write(
+            &job,
+            format!(
+                "output = \"from-job\"\ninput = [\"{}\"]\nworkers = 3\nfrom = \"2026-01-01\"\nto = \"2026-01-02\"\n",
+                input.display()
+            ),
+        )
+        .unwrap();
+        let a = BatchArgs {
+            job: Some(job),
+            workers: Some(1),
+            output: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let c = batch_config(&a).unwrap();
+        assert_eq!(c.output, PathBuf::from("from-flag"));
+        assert_eq!(c.workers, 1);
+        assert_eq!(
+            c.range,
+            Some((
+                dates::parse_day("2026-01-01").unwrap(),
+                dates::parse_day("2026-01-02").unwrap()
+            ))
+        );
+        let bad = BatchArgs {
+            from: Some("2026-01-02".into()),
+            to: Some("2026-01-01".into()),
+            ..a
+        };
+        assert!(batch_config(&bad).unwrap_err().downcast_ref::<ConfigError>().is_some());
+    }
 }

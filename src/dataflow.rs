@@ -381,6 +381,10 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
 type ValBuilder<K, V> = differential_dataflow::trace::implementations::ValBuilder<K, V, Time, Diff>;
 type ValBuilderOf<V> = ValBuilder<(i32, Id), V>;
 
+/// The logic of one reduce: a key, its values with counts, the output rows.
+pub trait GroupLogic<K, V, O>: FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>) + 'static {}
+impl<K, V, O, F: FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>) + 'static> GroupLogic<K, V, O> for F {}
+
 /// The dedup order of events.md on two events of one (day, event id) group:
 /// (ts, event_type, user_id, track_id, artist_id, ms_played, track_duration_ms),
 /// strings byte-wise ("play" < "skip").
@@ -410,9 +414,7 @@ fn by_bytes(int: &Interner, a: Id, b: Id) -> Ordering {
 }
 
 /// `user_daily` over one (user, day) group, values in (ts, event id) order.
-fn user_daily_logic(
-    int: Arc<Interner>,
-) -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec<(DailyRow, Diff)>) + 'static {
+fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen, DailyRow> {
     let mut tracks: FxSet<Id> = FxSet::default();
     let mut artists: FxMap<Id, i64> = FxMap::default();
     let mut run: Vec<(Id, bool, Diff)> = Vec::new();
@@ -532,9 +534,7 @@ impl<K: Eq + std::hash::Hash> Shrinkable for FxSet<K> {
 }
 
 /// `user_track_daily` rows of one (user, day) group.
-fn user_track_logic(
-    int: Arc<Interner>,
-) -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec<(TrackRow, Diff)>) + 'static {
+fn user_track_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen, TrackRow> {
     let mut rows: FxMap<Id, TrackRow> = FxMap::default();
     move |&(day, _user), vals, out| {
         rows.clear();
@@ -572,7 +572,7 @@ fn user_track_logic(
 }
 
 /// `user_artist_daily` rows of one (user, day) group.
-fn user_artist_logic() -> impl FnMut(&(i32, Id), &[(&DayListen, Diff)], &mut Vec<(ArtistRow, Diff)>) + 'static {
+fn user_artist_logic() -> impl GroupLogic<(i32, Id), DayListen, ArtistRow> {
     let mut rows: FxMap<Id, ArtistRow> = FxMap::default();
     let mut pairs: FxSet<(Id, Id)> = FxSet::default();
     move |_key, vals, out| {
@@ -611,9 +611,7 @@ struct Tally {
 
 /// `user_profile_28d` of one user: slides the 28-day window over the user's
 /// daily rows (sorted by day) and emits one row per as-of marker.
-fn profile_logic(
-    int: Arc<Interner>,
-) -> impl FnMut(&Id, &[(&ProfIn, Diff)], &mut Vec<((i32, ProfileRow), Diff)>) + 'static {
+fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, ProfileRow)> {
     let mut tracks: FxMap<Id, Tally> = FxMap::default();
     let mut artists: FxMap<Id, Tally> = FxMap::default();
     let mut cands: Vec<TopEntry> = Vec::new();

@@ -35,7 +35,7 @@ pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize)
             continue;
         }
         let mut total = 0i64;
-        let mut lines = String::new();
+        let mut lines: Vec<String> = Vec::new();
         for d in &days {
             if day.is_some_and(|x| x != *d) {
                 continue;
@@ -56,14 +56,24 @@ pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize)
             } else {
                 "open"
             };
-            writeln!(
-                lines,
+            lines.push(format!(
                 "    dt={}  {:>10} rows  {:>10} bytes  {ok}",
                 dates::day_to_string(*d),
                 rows,
                 bytes
-            )?;
+            ));
         }
+        // A long list shows its ends; --day shows any partition.
+        let lines = if lines.len() > 14 {
+            let skipped = lines.len() - 10;
+            let mut v: Vec<String> = lines[..5].to_vec();
+            v.push(format!("    ... {skipped} more partitions (see --day) ..."));
+            v.extend_from_slice(&lines[lines.len() - 5..]);
+            v
+        } else {
+            lines
+        };
+        let lines: String = lines.into_iter().map(|l| l + "\n").collect();
         writeln!(s, "\n{}  ({} partitions, {} rows)", t.name(), days.len(), total)?;
         let schema = t.schema();
         let cols: Vec<String> = schema

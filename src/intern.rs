@@ -71,7 +71,7 @@ struct Shard {
     chunks: Vec<Vec<u8>>,
 }
 
-fn get<'a>(chunks: &'a [Vec<u8>], loc: u64) -> &'a [u8] {
+fn get(chunks: &[Vec<u8>], loc: u64) -> &[u8] {
     let (c, off, len) = (
         (loc >> 40) as usize,
         ((loc >> 8) & 0xffff_ffff) as usize,

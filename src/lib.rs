@@ -10,6 +10,7 @@ pub mod cli;
 pub mod dataflow;
 pub mod dates;
 pub mod decode;
+pub mod demo;
 pub mod generate;
 pub mod inspect;
 pub mod intern;

@@ -37,7 +37,14 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run(_) | Command::Broker(_) | Command::Demo => Err(cli::ConfigError(
+        Command::Demo => {
+            print!(
+                "{}",
+                skipflow::demo::run(&skipflow::demo::default_output(), cli::default_workers(None)?)?
+            );
+            Ok(())
+        }
+        Command::Run(_) | Command::Broker(_) => Err(cli::ConfigError(
             "this command is not available in this build yet (Kafka and continuous mode are coming)".into(),
         )
         .into()),

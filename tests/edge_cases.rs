@@ -10,6 +10,7 @@ use std::path::Path;
 const DAY: i64 = 20393; // 2025-11-01
 const MS: i64 = 86_400_000;
 
+#[allow(clippy::too_many_arguments)]
 fn ev(eid: &str, kind: &str, user: &str, track: &str, artist: &str, ts: i64, ms: i64, dur: i64) -> Vec<u8> {
     json!({"event_id": eid, "event_type": kind, "user_id": user, "track_id": track, "artist_id": artist,
            "ts": ts, "ms_played": ms, "track_duration_ms": dur})

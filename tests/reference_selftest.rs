@@ -14,6 +14,7 @@ const T: i64 = D * 86_400_000; // 2024-03-10T00:00:00Z = 1710028800000
 const H: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
 
+#[allow(clippy::too_many_arguments)]
 fn ev(id: &str, ty: &str, user: &str, track: &str, artist: &str, ts: i64, ms: i64, dur: i64) -> String {
     json!({
         "event_id": id, "event_type": ty, "user_id": user, "track_id": track,
@@ -1512,6 +1513,6 @@ fn sliding_profile_equals_naive_profile() {
         let fast = reference(&records, &cfg);
         let slow = reference_naive_profile(&records, &cfg);
         assert_eq!(fast, slow, "range {:?}", range);
-        assert!(fast.tables["user_profile_28d"].len() > 0);
+        assert!(!fast.tables["user_profile_28d"].is_empty());
     }
 }

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::explicit_counter_loop,
+    clippy::field_reassign_with_default,
+    clippy::type_complexity
+)]
 #![allow(dead_code)]
 //! Test-side reference implementation of the skipflow batch job.
 //!
