@@ -14,6 +14,7 @@ use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
 use crate::sink::{self, publish, PartRows, Staged};
 use crate::source::files::{self, FileReader, Split};
+use crate::source::kafka::{self, KafkaInput, KafkaReader, PartitionRange};
 use crate::source::{Poll, RawRecord};
 use anyhow::{anyhow, Context, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,11 +28,45 @@ use std::time::{Duration, Instant};
 pub struct BatchConfig {
     pub output: PathBuf,
     pub inputs: Vec<String>,
+    /// Kafka input instead of files.
+    pub kafka: Option<KafkaBatch>,
     /// [FROM, TO] as day numbers; `None` = first..last day of the kept events.
     pub range: Option<(i32, i32)>,
     pub workers: usize,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+}
+
+/// A bounded read of a Kafka topic.
+#[derive(Clone, Debug)]
+pub struct KafkaBatch {
+    pub input: KafkaInput,
+    /// Start reading each partition at FROM 00:00 UTC minus this (ms).
+    pub skew_ms: i64,
+}
+
+/// The planned input of a run, shared by the workers.
+enum Plan {
+    Files(Vec<Split>),
+    Kafka(KafkaInput, Vec<PartitionRange>),
+}
+
+/// One worker's reader.
+enum Reader {
+    Files(FileReader),
+    Kafka(KafkaReader, Id),
+}
+
+impl Reader {
+    fn poll(&mut self, budget: usize, sources: &[Id], f: &mut dyn FnMut(Id, RawRecord<'_>)) -> Result<Poll> {
+        match self {
+            Reader::Files(r) => r.poll(budget, &mut |file, rec| f(sources[file], rec)),
+            Reader::Kafka(r, topic) => {
+                let topic = *topic;
+                r.poll(budget, &mut |rec| f(topic, rec))
+            }
+        }
+    }
 }
 
 /// What a batch run did.
@@ -128,9 +163,22 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     let staging = publish::staging_dir(&cfg.output, &id)?;
     let workers = cfg.workers.max(1);
 
-    let splits = files::plan(&cfg.inputs, workers)?;
     let interner = Interner::new();
-    let sources: Vec<Id> = cfg.inputs.iter().map(|p| interner.name(p)).collect();
+    let (plan, sources): (Plan, Vec<Id>) = match &cfg.kafka {
+        None => (
+            Plan::Files(files::plan(&cfg.inputs, workers)?),
+            cfg.inputs.iter().map(|p| interner.name(p)).collect(),
+        ),
+        Some(k) => {
+            let from_ms = cfg.range.map(|(f, _)| f as i64 * decode::MS_PER_DAY - k.skew_ms);
+            let ranges = kafka::plan(&k.input, from_ms)?;
+            tracing::info!(topic = %k.input.topic, ?ranges, "Kafka offsets to read");
+            (
+                Plan::Kafka(k.input.clone(), ranges),
+                vec![interner.name(&k.input.topic)],
+            )
+        }
+    };
     let shared = Arc::new(Shared {
         interner: interner.clone(),
         counts: Mutex::new(Counts::default()),
@@ -145,7 +193,26 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         run_day: dates::today(),
     });
 
-    let total = files::total_bytes(&cfg.inputs);
+    let total = match &plan {
+        Plan::Files(_) => files::total_bytes(&cfg.inputs),
+        Plan::Kafka(..) => 0,
+    };
+    let inputs = match &plan {
+        Plan::Files(_) => cfg
+            .inputs
+            .iter()
+            .map(|p| InputRange::File { path: p.clone() })
+            .collect(),
+        Plan::Kafka(k, ranges) => ranges
+            .iter()
+            .map(|r| InputRange::Kafka {
+                topic: k.topic.clone(),
+                partition: r.partition,
+                start_offset: r.start,
+                end_offset: r.end,
+            })
+            .collect::<Vec<_>>(),
+    };
     let done = Arc::new(AtomicBool::new(false));
     let bar = cfg
         .progress
@@ -154,9 +221,9 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     let cfg2 = cfg.clone();
     let sh = shared.clone();
     let staging2 = staging.clone();
-    let splits = Arc::new(splits);
+    let plan = Arc::new(plan);
     let result = timely::execute(timely::Config::process(workers), move |worker| {
-        let r = batch_worker(worker, &cfg2, &sh, &splits, &staging2);
+        let r = batch_worker(worker, &cfg2, &sh, &plan, &staging2);
         if let Err(e) = &r {
             // Let the other workers pass the barrier if this one failed before it.
             tracing::error!("worker {}: {e:#}", worker.index());
@@ -237,23 +304,13 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         elapsed_s: t0.elapsed().as_secs_f64(),
         workers,
         range: range.map(|(f, t)| (dates::day_to_string(f), dates::day_to_string(t))),
-        inputs: input_ranges(cfg, &shared.interner),
+        inputs,
         counts,
         tables,
         missing_window_days: missing.into_iter().map(dates::day_to_string).collect(),
     };
     let report_path = write_report(&cfg.output, &report)?;
     Ok(BatchOutcome { report, report_path })
-}
-
-fn input_ranges(cfg: &BatchConfig, _int: &Interner) -> Vec<InputRange> {
-    cfg.inputs
-        .iter()
-        .map(|p| InputRange::File {
-            path: p.clone(),
-            lines: -1,
-        })
-        .collect()
 }
 
 /// Writes the run report as `<output>/_runs/<run_id>.json` (atomically).
@@ -281,19 +338,32 @@ fn batch_worker(
     worker: &mut timely::worker::Worker,
     cfg: &BatchConfig,
     sh: &Shared,
-    splits: &[Split],
+    plan: &Plan,
     staging: &std::path::Path,
 ) -> Result<()> {
     let index = worker.index();
     let peers = worker.peers();
     let mut h = dataflow::build(worker, sh.interner.clone());
-    let mine: Vec<Split> = splits
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % peers == index)
-        .map(|(_, s)| s.clone())
-        .collect();
-    let mut reader = FileReader::new(mine, sh.bytes.clone());
+    let mut reader = match plan {
+        Plan::Files(splits) => Reader::Files(FileReader::new(
+            splits
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % peers == index)
+                .map(|(_, s)| s.clone())
+                .collect(),
+            sh.bytes.clone(),
+        )),
+        Plan::Kafka(input, ranges) => {
+            let mine: Vec<PartitionRange> = ranges
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % peers == index)
+                .map(|(_, r)| r.clone())
+                .collect();
+            Reader::Kafka(KafkaReader::new(input, &mine)?, sh.sources[0])
+        }
+    };
     let mut feeder = Feeder {
         interner: sh.interner.clone(),
         cache: EventIdCache::default(),
@@ -304,7 +374,9 @@ fn batch_worker(
     let mut failure: Option<anyhow::Error> = None;
     let t0 = Instant::now();
     loop {
-        let polled = reader.poll(16 * 1024, &mut |file, rec| feeder.feed(sh.sources[file], rec, &mut h));
+        let polled = reader.poll(16 * 1024, &sh.sources, &mut |source, rec| {
+            feeder.feed(source, rec, &mut h)
+        });
         worker.step();
         match polled {
             Ok(Poll::More) => {}
@@ -419,7 +491,16 @@ fn batch_worker(
             .map(|k| (k, parts.remove(&k).unwrap_or_default()))
             .collect()
     };
-    let read_sources: HashSet<Id> = sh.sources.iter().copied().collect();
+    // Rows of rejected_events this run re-read (and so replaces).
+    let reread = |r: &RejectRow| match plan {
+        Plan::Files(_) => sh.sources.contains(&r.source),
+        Plan::Kafka(_, ranges) => {
+            r.source == sh.sources[0]
+                && ranges
+                    .iter()
+                    .any(|p| p.partition == r.partition && (p.start..p.end).contains(&r.offset))
+        }
+    };
     let mut staged = Vec::new();
     for ((table, day), chunks) in mine {
         let mut chunks = chunks.into_iter();
@@ -431,7 +512,7 @@ fn batch_worker(
             // Keep published rows of sources this run did not read.
             let mut all = new;
             let old = sink::read::rejected_rows(&cfg.output, day, &sh.interner)?;
-            all.extend(old.into_iter().filter(|r| !read_sources.contains(&r.source)));
+            all.extend(old.into_iter().filter(|r| !reread(r)));
             all.sort_by_key(|r| (r.source, r.partition, r.offset));
             all.dedup_by_key(|r| (r.source, r.partition, r.offset));
             rows = PartRows::Rejected(all);

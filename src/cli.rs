@@ -33,7 +33,9 @@ pub enum Command {
     Batch(BatchArgs),
     /// Continuous incremental run following a Kafka topic (not in this build yet).
     Run(RunArgs),
-    /// Embedded Kafka (librdkafka's mock cluster) for demos and tests (not in this build yet).
+    /// Embedded Kafka (librdkafka's mock cluster) on 127.0.0.1 with the topic
+    /// created; prints its bootstrap address first; serves until Ctrl-C/SIGTERM.
+    /// For demos, tests and local development (about 5 MiB kept per partition).
     Broker(BrokerArgs),
     /// Writes realistic synthetic listen events (NDJSON).
     Generate(GenerateArgs),
@@ -52,12 +54,15 @@ pub struct BatchArgs {
     /// NDJSON input files (`.gz` and `.zst` are decompressed by extension).
     #[arg(long, num_args = 1..)]
     pub input: Vec<String>,
-    /// Kafka bootstrap servers, HOST:PORT (Kafka input is not in this build yet).
+    /// Kafka bootstrap servers, HOST:PORT (instead of --input).
     #[arg(long)]
     pub brokers: Option<String>,
     /// Kafka topic.
     #[arg(long)]
     pub topic: Option<String>,
+    /// Kafka: start each partition at FROM 00:00 UTC minus this much.
+    #[arg(long, value_name = "DURATION")]
+    pub skew: Option<String>,
     /// First day of the range, YYYY-MM-DD (with --to). Default: first day of the kept events.
     #[arg(long)]
     pub from: Option<String>,
@@ -112,9 +117,10 @@ pub struct GenerateArgs {
     /// Output file (NDJSON; `.gz` or `.zst` compresses).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Kafka bootstrap servers (not in this build yet).
+    /// Produce to Kafka instead (keyed by user_id, message timestamp = arrival time).
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Kafka topic (default listen-events).
     #[arg(long)]
     pub topic: Option<String>,
     /// Number of users.
@@ -219,11 +225,24 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
     if !inputs.is_empty() && brokers.is_some() {
         return Err(bad("give either --input or --brokers, not both"));
     }
-    if brokers.is_some() {
-        return Err(bad(
-            "Kafka input (--brokers) is not available in this build yet; use --input FILE",
-        ));
-    }
+    let kafka = match brokers {
+        None => None,
+        Some(b) => {
+            let topic = a
+                .topic
+                .clone()
+                .or(job.topic)
+                .ok_or_else(|| bad("--brokers needs --topic T"))?;
+            let skew = a.skew.clone().or(job.skew).unwrap_or_else(|| "1h".into());
+            let skew = humantime::parse_duration(&skew).map_err(|e| bad(format!("--skew {skew:?}: {e}")))?;
+            let mut input = crate::source::kafka::KafkaInput::new(&b, &topic);
+            input.settings = job.kafka.clone();
+            Some(crate::batch::KafkaBatch {
+                input,
+                skew_ms: skew.as_millis() as i64,
+            })
+        }
+    };
     for f in &inputs {
         if !Path::new(f).is_file() {
             return Err(bad(format!("input file {f} does not exist")));
@@ -246,22 +265,18 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
     Ok(crate::batch::BatchConfig {
         output,
         inputs,
+        kafka,
         range,
         workers: default_workers(a.workers.or(job.workers))?,
         progress: !a.quiet,
     })
 }
 
-/// `skipflow generate --output FILE`: writes NDJSON (compressed by extension).
+/// `skipflow generate`: NDJSON to a file (compressed by extension), or
+/// records produced to Kafka keyed by user id with arrival time stamps.
 pub fn generate(a: &GenerateArgs) -> Result<()> {
     use crate::generate::{self as g, GenConfig};
     use std::io::Write;
-    if a.brokers.is_some() {
-        return Err(bad(
-            "generate --brokers is not available in this build yet; use --output FILE",
-        ));
-    }
-    let path = a.output.clone().ok_or_else(|| bad("generate needs --output FILE"))?;
     let cfg = GenConfig {
         users: a.users,
         days: a.days,
@@ -269,6 +284,19 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         dirty: a.dirty,
         start_day: dates::parse_day(&a.start).map_err(|e| bad(format!("--start: {e}")))?,
     };
+    if let Some(brokers) = &a.brokers {
+        if a.output.is_some() {
+            return Err(bad("give either --output or --brokers, not both"));
+        }
+        let topic = a.topic.clone().unwrap_or_else(|| "listen-events".into());
+        let stats = produce_generated(&cfg, brokers, &topic)?;
+        eprintln!(
+            "produced {} records ({} valid events, {} duplicates, {} malformed, {} late) to {topic} on {brokers}",
+            stats.records, stats.valid_events, stats.duplicates, stats.malformed, stats.late
+        );
+        return Ok(());
+    }
+    let path = a.output.clone().ok_or_else(|| bad("generate needs --output FILE"))?;
     let file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     let name = path.to_string_lossy().to_string();
     let mut w: Box<dyn Write> = match crate::source::files::Compression::of(&name) {
@@ -304,6 +332,78 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         stats.late,
         path.display()
     );
+    Ok(())
+}
+
+/// Produces the generator's records to `topic`, then checks that the broker
+/// kept them all (the embedded broker drops old data past ~5 MiB per partition).
+pub fn produce_generated(
+    cfg: &crate::generate::GenConfig,
+    brokers: &str,
+    topic: &str,
+) -> Result<crate::generate::GenStats> {
+    let mut p = crate::source::kafka::EventProducer::new(brokers, topic, &Default::default())?;
+    let mut err = None;
+    let stats = crate::generate::generate(cfg, &mut |r| {
+        if err.is_none() {
+            if let Err(e) = p.send(&r.key, r.value.as_deref(), r.arrival_ms) {
+                err = Some(e);
+            }
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    p.finish()?;
+    let evicted = crate::broker::evicted_partitions(brokers, topic)?;
+    if !evicted.is_empty() {
+        anyhow::bail!(
+            "the broker dropped the oldest messages of {} partition(s) of {topic} (first kept offsets: {:?}); \
+             the embedded broker keeps about 5 MiB per partition: produce fewer events, use more partitions, or a real broker",
+            evicted.len(),
+            evicted
+        );
+    }
+    Ok(stats)
+}
+
+/// `skipflow broker`: the embedded Kafka as a standalone process.
+pub fn broker(a: &BrokerArgs) -> Result<()> {
+    if a.partitions < 1 {
+        return Err(bad("--partitions must be at least 1"));
+    }
+    let k = crate::broker::EmbeddedKafka::start(Some(a.port))?;
+    k.create_topic(&a.topic, a.partitions)?;
+    println!("{}", k.bootstrap());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    eprintln!(
+        "skipflow broker: librdkafka mock cluster on {} with topic {} ({} partitions); keeps about 5 MiB per partition; Ctrl-C stops it",
+        k.bootstrap(),
+        a.topic,
+        a.partitions
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| anyhow::anyhow!("installing the signal handler: {e}"))?;
+    let mut last_check = std::time::Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if last_check.elapsed() >= std::time::Duration::from_secs(2) {
+            last_check = std::time::Instant::now();
+            if let Ok(ev) = crate::broker::evicted_partitions(k.bootstrap(), &a.topic) {
+                if !ev.is_empty() {
+                    anyhow::bail!(
+                        "data lost: the embedded broker dropped the oldest messages of partitions {:?} of {} \
+                         (it keeps about 5 MiB per partition); use more partitions or a real broker",
+                        ev,
+                        a.topic
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }
 

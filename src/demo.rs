@@ -42,6 +42,7 @@ pub fn run(out: &Path, workers: usize) -> Result<String> {
     let outcome = batch::run(&BatchConfig {
         output: out.to_path_buf(),
         inputs: vec![events.to_string_lossy().to_string()],
+        kafka: None,
         range: None,
         workers,
         progress: true,

@@ -6,6 +6,7 @@
 //! `batch` drives a bounded run; `cli` holds the command line and job files.
 
 pub mod batch;
+pub mod broker;
 pub mod cli;
 pub mod dataflow;
 pub mod dates;

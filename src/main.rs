@@ -44,7 +44,8 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run(_) | Command::Broker(_) => Err(cli::ConfigError(
+        Command::Broker(a) => cli::broker(&a),
+        Command::Run(_) => Err(cli::ConfigError(
             "this command is not available in this build yet (Kafka and continuous mode are coming)".into(),
         )
         .into()),

@@ -45,7 +45,6 @@ impl Counts {
 pub enum InputRange {
     File {
         path: String,
-        lines: i64,
     },
     Kafka {
         topic: String,

@@ -5,22 +5,63 @@
 use serde_json::Value;
 use skipflow::sink::publish::OutputLock;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skipflow");
 
-/// Runs the binary with a clean log setting.
+/// Longest any one command may take; a hung run fails the test instead of hanging it.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the binary with a clean log setting, killing it after [`TIMEOUT`].
 fn skipflow<I, S>(args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .env_remove("SKIPFLOW_LOG")
-        .output()
-        .expect("run skipflow")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let shown = format!("{cmd:?}");
+    let mut child = cmd.spawn().expect("run skipflow");
+    let mut pipe_out = child.stdout.take().unwrap();
+    let mut pipe_err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = pipe_out.read_to_end(&mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = pipe_err.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for skipflow") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = t_err.join().unwrap();
+            panic!(
+                "{shown} did not finish within {TIMEOUT:?} (killed); stderr so far:\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 fn show(o: &Output) -> String {
@@ -404,7 +445,18 @@ fn failed_run_exits_1_and_publishes_nothing() {
         "--to",
         "2026-11-02",
     ]);
-    let line = fails_with(&o, 1, &["broken.ndjson.gz"]);
+    assert_eq!(o.status.code(), Some(1), "expected exit code 1\n{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let line = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("skipflow: error: "),
+        "last line should be the error:\n{}",
+        show(&o)
+    );
+    assert!(
+        line.contains("broken.ndjson.gz"),
+        "the message should name the file that failed: {line}"
+    );
     assert!(
         line.contains("no partition was published"),
         "the message should say nothing was published: {line}"

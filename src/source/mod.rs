@@ -5,6 +5,7 @@
 //! dataflow work. Decoding happens downstream, in the worker.
 
 pub mod files;
+pub mod kafka;
 
 /// One record as read, before decoding.
 #[derive(Clone, Copy, Debug)]

@@ -12,6 +12,7 @@ pub fn batch(inputs: &[PathBuf], out: &Path, range: Option<(i32, i32)>, workers:
     let cfg = BatchConfig {
         output: out.to_path_buf(),
         inputs: inputs.iter().map(|p| p.to_string_lossy().to_string()).collect(),
+        kafka: None,
         range,
         workers,
         progress: false,
