@@ -43,7 +43,7 @@ impl KafkaInput {
 
     /// A consumer that reads by explicit assignment; offsets are never
     /// committed by librdkafka itself.
-    pub fn consumer(&self) -> Result<BaseConsumer> {
+    pub fn consumer(&self) -> Result<BaseConsumer<Quiet>> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("group.id", "skipflow")
@@ -57,10 +57,36 @@ impl KafkaInput {
         for (k, v) in &self.settings {
             c.set(k, v);
         }
-        c.create()
+        c.create_with_context(Quiet)
             .map_err(|e| crate::cli::ConfigError(format!("invalid Kafka settings: {e}")).into())
     }
 }
+
+/// Routes librdkafka's logs and errors to `tracing`, leaving out the
+/// end-of-partition notices a bounded read expects.
+pub struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", "{fac} {msg}"),
+            L::Warning => tracing::warn!(target: "librdkafka", "{fac} {msg}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac} {msg}"),
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode;
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// One partition's offsets to read: [start, end).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,7 +161,7 @@ fn timestamp_at(input: &KafkaInput, p: i32, offset: i64, high: i64) -> Result<Op
 }
 
 /// The first offset of partition `p` whose message timestamp is >= `t`.
-fn start_offset(input: &KafkaInput, c: &BaseConsumer, p: i32, t: i64, low: i64, high: i64) -> Result<i64> {
+fn start_offset(input: &KafkaInput, c: &BaseConsumer<Quiet>, p: i32, t: i64, low: i64, high: i64) -> Result<i64> {
     if low >= high {
         return Ok(high);
     }
@@ -194,7 +220,7 @@ fn verify(input: &KafkaInput, p: i32, t: i64, o: i64, low: i64, high: i64) -> Re
 
 /// Reads assigned partition ranges.
 pub struct KafkaReader {
-    consumer: Option<BaseConsumer>,
+    consumer: Option<BaseConsumer<Quiet>>,
     topic: String,
     /// partition -> end offset, for partitions not yet read to their end.
     open: HashMap<i32, i64>,
