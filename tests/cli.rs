@@ -627,3 +627,50 @@ fn generate_batch_inspect_end_to_end() {
         "inspect --table shows only that table:\n{text}"
     );
 }
+
+#[test]
+fn shipped_job_files_parse_and_flags_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = generate(dir.path(), "events.ndjson", 30, 2, 13, false);
+    let jobs = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&jobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no job files in {}", jobs.display());
+    for job in names {
+        let name = job.file_stem().unwrap().to_string_lossy().to_string();
+        let out = dir.path().join(format!("out-{name}"));
+        let o = skipflow([
+            "batch",
+            "--quiet",
+            "--job",
+            &p(&job),
+            "--output",
+            &p(&out),
+            "--input",
+            &p(&events),
+            "--from",
+            "2026-11-02",
+            "--to",
+            "2026-11-02",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}:\n{}", job.display(), show(&o));
+        let r = reports(&out);
+        assert_eq!(r.len(), 1, "{}", job.display());
+        assert_eq!(
+            r[0]["range"],
+            serde_json::json!(["2026-11-02", "2026-11-02"]),
+            "{}",
+            job.display()
+        );
+        assert_eq!(
+            partitions(&out, "user_daily"),
+            vec!["dt=2026-11-02"],
+            "{}",
+            job.display()
+        );
+    }
+}
