@@ -85,6 +85,8 @@ struct Shared {
     barrier: Barrier,
     staged: Mutex<Vec<Staged>>,
     parts: Mutex<HashMap<(Table, i32), Vec<PartRows>>>,
+    /// A worker failed: the others skip staging.
+    failed: AtomicBool,
     missing: Mutex<Vec<i32>>,
     bytes: Arc<AtomicU64>,
     sources: Vec<Id>,
@@ -187,6 +189,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         barrier: Barrier::new(workers),
         staged: Mutex::new(Vec::new()),
         parts: Mutex::new(HashMap::new()),
+        failed: AtomicBool::new(false),
         missing: Mutex::new(Vec::new()),
         bytes: Arc::new(AtomicU64::new(0)),
         sources,
@@ -226,7 +229,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         let r = batch_worker(worker, &cfg2, &sh, &plan, &staging2);
         if let Err(e) = &r {
             // Let the other workers pass the barrier if this one failed before it.
-            tracing::error!("worker {}: {e:#}", worker.index());
+            tracing::debug!("worker {}: {e:#}", worker.index());
         }
         r.map_err(|e| format!("{e:#}"))
     })
@@ -457,6 +460,9 @@ fn batch_worker(
         "profile computed"
     );
     if let Some(e) = failure {
+        // Still meet the others at the barrier below, or they wait forever.
+        sh.failed.store(true, Ordering::SeqCst);
+        sh.barrier.wait();
         return Err(e);
     }
 
@@ -480,6 +486,9 @@ fn batch_worker(
         }
     }
     sh.barrier.wait();
+    if sh.failed.load(Ordering::SeqCst) {
+        return Ok(()); // another worker failed: nothing will be published
+    }
     let mine: Vec<((Table, i32), Vec<PartRows>)> = {
         let mut parts = sh.parts.lock().expect("parts");
         let keys: Vec<(Table, i32)> = parts

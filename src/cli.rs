@@ -30,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Bounded run over files or a Kafka topic for a range of days; replaces
     /// every partition of the range as a whole.
+    #[command(after_help = "Exit codes: 0 every partition written; 2 bad usage or configuration; \
+3 the output directory is locked by another run; 1 any other failure (nothing was published).")]
     Batch(BatchArgs),
     /// Continuous incremental run following a Kafka topic (not in this build yet).
     Run(RunArgs),
@@ -189,7 +191,13 @@ impl JobFile {
     pub fn load(path: &Path) -> Result<JobFile> {
         let text =
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read job file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| bad(format!("job file {} is invalid: {}", path.display(), e.message())))
+        toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let at = line
+                .map(|l| format!(" at line {l} ({})", text.lines().nth(l - 1).unwrap_or("").trim()))
+                .unwrap_or_default();
+            bad(format!("job file {} is invalid{at}: {}", path.display(), e.message()))
+        })
     }
 }
 
@@ -308,11 +316,14 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         crate::source::files::Compression::None => Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
     };
     let mut err: Option<std::io::Error> = None;
+    let mut lines = 0u64;
     let stats = g::generate(&cfg, &mut |r| {
         if err.is_some() {
             return;
         }
+        // Null and empty values exist only on Kafka: a file has no such line.
         if let Some(v) = r.value.filter(|v| !v.is_empty()) {
+            lines += 1;
             if let Err(e) = w.write_all(&v).and_then(|_| w.write_all(b"\n")) {
                 err = Some(e);
             }
@@ -324,8 +335,8 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     w.flush()?;
     drop(w);
     eprintln!(
-        "wrote {} records ({} valid events, {} duplicates, {} malformed, {} late) to {}",
-        stats.records,
+        "wrote {} lines ({} valid events, {} duplicates, {} malformed, {} late) to {}",
+        lines,
         stats.valid_events,
         stats.duplicates,
         stats.malformed,

@@ -3,7 +3,7 @@
 use crate::dates;
 use crate::schema::Table;
 use crate::sink::{publish, read};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef};
@@ -15,7 +15,7 @@ use std::path::Path;
 /// Renders the overview (or one partition's rows) as text.
 pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize) -> Result<String> {
     if !dir.is_dir() {
-        bail!("{} is not a directory", dir.display());
+        return Err(crate::cli::ConfigError(format!("{} is not a directory", dir.display())).into());
     }
     let tables: Vec<Table> = match table {
         Some(t) => vec![Table::from_name(t).ok_or_else(|| {
@@ -26,7 +26,10 @@ pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize)
         })?],
         None => Table::ALL.to_vec(),
     };
-    let day = day.map(dates::parse_day).transpose()?;
+    let day = day
+        .map(dates::parse_day)
+        .transpose()
+        .map_err(|e| crate::cli::ConfigError(format!("--day: {e}")))?;
     let mut s = String::new();
     writeln!(s, "{}", dir.display())?;
     for t in tables {

@@ -124,6 +124,7 @@ pub struct FileReader {
 
 struct Open {
     file: usize,
+    path: String,
     reader: Box<dyn Read + Send>,
     /// Bytes left to read from a bounded range.
     remaining: Option<u64>,
@@ -159,10 +160,13 @@ impl FileReader {
                 1 << 20,
                 f,
             ))),
-            Compression::Zstd => Box::new(zstd::Decoder::new(f)?),
+            Compression::Zstd => {
+                Box::new(zstd::Decoder::new(f).with_context(|| format!("reading input file {}", split.path))?)
+            }
         };
         Ok(Open {
             file: split.file,
+            path: split.path.clone(),
             reader,
             remaining: split.end.map(|e| e - split.start),
             line: split.first_line,
@@ -245,7 +249,9 @@ impl FileReader {
             let n = if want == 0 {
                 0
             } else {
-                cur.reader.read(&mut self.buf[cur.hi..cur.hi + want])?
+                cur.reader
+                    .read(&mut self.buf[cur.hi..cur.hi + want])
+                    .with_context(|| format!("reading input file {}", cur.path))?
             };
             if n == 0 {
                 cur.eof = true;
