@@ -81,7 +81,14 @@ fn observe(dir: &Path) -> Result<Option<Rows>, String> {
     let mut rows = Vec::new();
     for f in files {
         let path = dir.join(f);
-        let file = std::fs::File::open(&path).map_err(|e| format!("opening listed file {}: {e}", path.display()))?;
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            // Listed, then the whole partition was removed (renamed away) before the open:
+            // the reader sees the new state, no partition. A file missing from a directory
+            // that still exists would be a violation.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => return Ok(None),
+            Err(e) => return Err(format!("opening listed file {}: {e}", path.display())),
+        };
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
             .map_err(|e| format!("reading {} (listed {names:?}): {e}", path.display()))?;
