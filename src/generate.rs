@@ -457,19 +457,7 @@ const F_COUNTRY: u8 = 10;
 const F_EXTRA: u8 = 11;
 
 #[cfg(test)]
-const FIELD_NAMES: &[&str] = &[
-    "event_id",
-    "event_type",
-    "user_id",
-    "track_id",
-    "artist_id",
-    "ts",
-    "ms_played",
-    "track_duration_ms",
-    "context",
-    "device",
-    "country",
-];
+const FIELD_NAMES: &[&str] = &crate::decode::FIELDS;
 
 const LAYOUTS: [[u8; 12]; 4] = [
     // android: the documented order
