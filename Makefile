@@ -8,7 +8,7 @@ PYTHON     := $(VENV)/bin/python
 BENCH_DIR  ?= .bench
 WORKERS    ?= 2
 
-.PHONY: all build release test test-rust pyenv lint demo bench clean
+.PHONY: all build release test pyenv tansu lint demo bench clean
 
 all: build
 
@@ -28,8 +28,18 @@ $(PYTHON):
 pyenv: $(PYTHON)
 	@$(PYTHON) -c "import pyarrow, duckdb" || (rm -rf $(VENV) && $(MAKE) $(PYTHON))
 
-test: pyenv
-	SKIPFLOW_PYTHON=$(PYTHON) $(CARGO) test --all-targets -- --test-threads=2
+# tansu, an independent Kafka-API broker, for the real-broker test tier.
+# Built once (about 20 minutes on 2 cores) into a cache outside the clone.
+TANSU_VERSION := 0.6.0
+TANSU         := $(CACHE)/tansu/bin/tansu
+$(TANSU):
+	mkdir -p $(CACHE)
+	$(CARGO) install --locked --root $(CACHE)/tansu tansu --version $(TANSU_VERSION) --features dynostore,libsql
+
+tansu: $(TANSU)
+
+test: pyenv tansu
+	SKIPFLOW_PYTHON=$(PYTHON) SKIPFLOW_TANSU=$(TANSU) $(CARGO) test --all-targets -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --all -- --check
