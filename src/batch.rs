@@ -87,6 +87,8 @@ struct Shared {
     parts: Mutex<HashMap<(Table, i32), Vec<PartRows>>>,
     /// A worker failed: the others skip staging.
     failed: AtomicBool,
+    /// What the Kafka readers read, per partition.
+    read: Mutex<Vec<kafka::ReadRange>>,
     missing: Mutex<Vec<i32>>,
     bytes: Arc<AtomicU64>,
     sources: Vec<Id>,
@@ -190,6 +192,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         staged: Mutex::new(Vec::new()),
         parts: Mutex::new(HashMap::new()),
         failed: AtomicBool::new(false),
+        read: Mutex::new(Vec::new()),
         missing: Mutex::new(Vec::new()),
         bytes: Arc::new(AtomicU64::new(0)),
         sources,
@@ -200,22 +203,6 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         Plan::Files(_) => files::total_bytes(&cfg.inputs),
         Plan::Kafka(..) => 0,
     };
-    let inputs = match &plan {
-        Plan::Files(_) => cfg
-            .inputs
-            .iter()
-            .map(|p| InputRange::File { path: p.clone() })
-            .collect(),
-        Plan::Kafka(k, ranges) => ranges
-            .iter()
-            .map(|r| InputRange::Kafka {
-                topic: k.topic.clone(),
-                partition: r.partition,
-                start_offset: r.start,
-                end_offset: r.end,
-            })
-            .collect::<Vec<_>>(),
-    };
     let done = Arc::new(AtomicBool::new(false));
     let bar = cfg
         .progress
@@ -225,6 +212,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     let sh = shared.clone();
     let staging2 = staging.clone();
     let plan = Arc::new(plan);
+    let plan_for_report = plan.clone();
     let result = timely::execute(timely::Config::process(workers), move |worker| {
         let r = batch_worker(worker, &cfg2, &sh, &plan, &staging2);
         if let Err(e) = &r {
@@ -295,6 +283,25 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     }
     let _ = std::fs::remove_dir_all(&staging);
 
+    let inputs = match &*plan_for_report {
+        Plan::Files(_) => cfg
+            .inputs
+            .iter()
+            .map(|p| InputRange::File { path: p.clone() })
+            .collect(),
+        Plan::Kafka(k, _) => {
+            let mut read = shared.read.into_inner().expect("read ranges");
+            read.sort_by_key(|r| r.partition);
+            read.into_iter()
+                .map(|r| InputRange::Kafka {
+                    topic: k.topic.clone(),
+                    partition: r.partition,
+                    start_offset: r.start,
+                    end_offset: r.end,
+                })
+                .collect::<Vec<_>>()
+        }
+    };
     let mut missing = shared.missing.into_inner().expect("missing");
     missing.sort_unstable();
     let finished = chrono::Utc::now();
@@ -389,6 +396,9 @@ fn batch_worker(
                 break;
             }
         }
+    }
+    if let Reader::Kafka(r, _) = &reader {
+        sh.read.lock().expect("read ranges").extend(r.ranges());
     }
     // Time 0 is complete once every worker's events are through.
     for t in [
@@ -501,11 +511,12 @@ fn batch_worker(
             .collect()
     };
     // Rows of rejected_events this run re-read (and so replaces).
+    let read = sh.read.lock().expect("read ranges").clone();
     let reread = |r: &RejectRow| match plan {
         Plan::Files(_) => sh.sources.contains(&r.source),
-        Plan::Kafka(_, ranges) => {
+        Plan::Kafka(..) => {
             r.source == sh.sources[0]
-                && ranges
+                && read
                     .iter()
                     .any(|p| p.partition == r.partition && (p.start..p.end).contains(&r.offset))
         }

@@ -28,7 +28,10 @@ fn tansu_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skipflow/tansu/bin/tansu");
-    assert!(p.exists(), "tansu is not installed: run `make test` (it installs tansu 0.6.0 once into ~/.cache/skipflow)");
+    assert!(
+        p.exists(),
+        "tansu is not installed: run `make test` (it installs tansu 0.6.0 once into ~/.cache/skipflow)"
+    );
     p
 }
 
@@ -45,19 +48,34 @@ impl Drop for Tansu {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_tansu() -> Tansu {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(tansu_binary())
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting tansu");
-    let t = Tansu { child, addr: format!("127.0.0.1:{port}") };
+    let t = Tansu {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&t.addr).is_err() {
         assert!(Instant::now() < deadline, "tansu did not listen on {}", t.addr);
@@ -67,8 +85,7 @@ fn start_tansu() -> Tansu {
 }
 
 fn create_topic(addr: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
     let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1));
     let r = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
     for x in r {
@@ -78,7 +95,16 @@ fn create_topic(addr: &str, partitions: i32) {
 
 fn records(users: u32, days: u32, seed: u64) -> Vec<GenRecord> {
     let mut v = Vec::new();
-    generate(&GenConfig { users, days, seed, dirty: true, ..GenConfig::default() }, &mut |r| v.push(r));
+    generate(
+        &GenConfig {
+            users,
+            days,
+            seed,
+            dirty: true,
+            ..GenConfig::default()
+        },
+        &mut |r| v.push(r),
+    );
     v
 }
 
@@ -125,7 +151,10 @@ fn kafka_batch(addr: &str, out: &Path, range: Option<(i32, i32)>, workers: usize
     let cfg = BatchConfig {
         output: out.to_path_buf(),
         inputs: vec![],
-        kafka: Some(KafkaBatch { input: KafkaInput::new(addr, TOPIC), skew_ms: 3_600_000 }),
+        kafka: Some(KafkaBatch {
+            input: KafkaInput::new(addr, TOPIC),
+            skew_ms: 3_600_000,
+        }),
         range,
         workers,
         progress: false,
@@ -145,18 +174,33 @@ fn batch_from_tansu_equals_reference_file_input_and_finds_range_starts() {
     let dir = tempfile::tempdir().unwrap();
 
     // Whole topic, 1 and 4 workers: equal to the reference and to the same records as a file.
-    let lines: Vec<Vec<u8>> = recs.iter().filter_map(|r| r.value.clone()).filter(|v| !v.is_empty()).collect();
+    let lines: Vec<Vec<u8>> = recs
+        .iter()
+        .filter_map(|r| r.value.clone())
+        .filter(|v| !v.is_empty())
+        .collect();
     let file = dir.path().join("events.ndjson");
     harness::write_lines(&file, &lines);
     let file_out = dir.path().join("file-out");
     harness::batch(std::slice::from_ref(&file), &file_out, None, 2);
-    let expected = reference::reference(&all, &RefConfig { range: None, run_day: today });
+    let expected = reference::reference(
+        &all,
+        &RefConfig {
+            range: None,
+            run_day: today,
+        },
+    );
     for workers in [1, 4] {
         let out = dir.path().join(format!("tansu-{workers}"));
         let report = kafka_batch(&t.addr, &out, None, workers);
         harness::assert_counts(&report, &expected);
         harness::assert_tables(&out, &expected.tables);
-        if let Some(d) = output::diff("tansu", &harness::feature_tables(&out), "file", &harness::feature_tables(&file_out)) {
+        if let Some(d) = output::diff(
+            "tansu",
+            &harness::feature_tables(&out),
+            "file",
+            &harness::feature_tables(&file_out),
+        ) {
             panic!("{workers} workers: {d}");
         }
     }
@@ -168,7 +212,14 @@ fn batch_from_tansu_equals_reference_file_input_and_finds_range_starts() {
     let out = dir.path().join("range");
     let report = kafka_batch(&t.addr, &out, Some((day, day)), 2);
     for input in &report.inputs {
-        let InputRange::Kafka { partition, start_offset, .. } = input else { panic!("kafka input") };
+        let InputRange::Kafka {
+            partition,
+            start_offset,
+            ..
+        } = input
+        else {
+            panic!("kafka input")
+        };
         let first = all
             .iter()
             .filter(|m| m.partition == *partition && m.message_ts.unwrap() >= from_ms)
@@ -178,7 +229,13 @@ fn batch_from_tansu_equals_reference_file_input_and_finds_range_starts() {
         assert_eq!(*start_offset, first, "partition {partition}");
     }
     let read: Vec<RefRecord> = all.into_iter().filter(|m| m.message_ts.unwrap() >= from_ms).collect();
-    let expected = reference::reference(&read, &RefConfig { range: Some((day, day)), run_day: today });
+    let expected = reference::reference(
+        &read,
+        &RefConfig {
+            range: Some((day, day)),
+            run_day: today,
+        },
+    );
     harness::assert_counts(&report, &expected);
     harness::assert_tables(&out, &expected.tables);
 }

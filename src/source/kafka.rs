@@ -88,15 +88,24 @@ impl rdkafka::ClientContext for Quiet {
 
 impl rdkafka::consumer::ConsumerContext for Quiet {}
 
-/// One partition's offsets to read: [start, end).
+/// One partition's offsets to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionRange {
     pub partition: i32,
+    /// Where reading starts: the first offset at or after the start instant
+    /// when the broker's answers could be verified, else an earlier offset.
     pub start: i64,
-    pub end: i64,
+    /// The end offset when the broker reported one that checked out; `None`
+    /// reads to the end of the partition.
+    pub end: Option<i64>,
+    /// Messages before the first one stamped at or after this instant are
+    /// skipped (not read): exact even when `start` had to fall back.
+    pub from_ms: Option<i64>,
 }
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one probe fetch may take before its answer counts as unknown.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The partitions of the topic and the offsets a bounded run reads: from the
 /// first message at or after `from_ms` (or the log start) to the end offsets now.
@@ -123,126 +132,210 @@ pub fn plan(input: &KafkaInput, from_ms: Option<i64>) -> Result<Vec<PartitionRan
     }
     let mut out = Vec::new();
     for p in parts {
-        let (low, high) = consumer
+        let (low, reported) = consumer
             .fetch_watermarks(&input.topic, p, META_TIMEOUT)
             .with_context(|| format!("reading the offsets of {}/{p}", input.topic))?;
+        let prober = Prober::new(input, p)?;
+        // The reported end checks out when a fetch there finds the end of the partition.
+        let end = match prober.at(reported)? {
+            Probe::End => Some(reported),
+            other => {
+                tracing::info!(
+                    partition = p,
+                    reported,
+                    ?other,
+                    "broker's end offset does not check out; reading to the end"
+                );
+                None
+            }
+        };
         let start = match from_ms {
             None => low,
-            Some(t) => start_offset(input, &consumer, p, t, low, high)?,
+            Some(t) => start_offset(&consumer, &prober, t, low, end)?,
         };
         out.push(PartitionRange {
             partition: p,
             start,
-            end: high,
+            end,
+            from_ms,
         });
     }
     Ok(out)
 }
 
-/// Timestamp of the message at `offset` (the first message at or after it).
-fn timestamp_at(input: &KafkaInput, p: i32, offset: i64, high: i64) -> Result<Option<(i64, i64)>> {
-    if offset >= high {
-        return Ok(None);
-    }
-    let c = input.consumer()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&input.topic, p, Offset::Offset(offset))?;
-    c.assign(&tpl)?;
-    let deadline = Instant::now() + META_TIMEOUT;
-    while Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => return Ok(Some((m.offset(), m.timestamp().to_millis().unwrap_or(i64::MIN)))),
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
-            Some(Err(e)) => tracing::debug!("probing {}/{p}@{offset}: {e}", input.topic),
-            None => {}
-        }
-    }
-    bail!("timed out reading {}/{p} at offset {offset}", input.topic)
+/// What a fetch at one offset found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// The first message at or after the offset: (offset, timestamp).
+    Message(i64, i64),
+    /// No message at or after the offset.
+    End,
+    /// No answer in time.
+    Unknown,
 }
 
-/// The first offset of partition `p` whose message timestamp is >= `t`.
-fn start_offset(input: &KafkaInput, c: &BaseConsumer<Quiet>, p: i32, t: i64, low: i64, high: i64) -> Result<i64> {
-    if low >= high {
-        return Ok(high);
+/// Fetches single messages of one partition at chosen offsets.
+struct Prober {
+    consumer: BaseConsumer<Quiet>,
+    topic: String,
+    partition: i32,
+}
+
+impl Prober {
+    fn new(input: &KafkaInput, partition: i32) -> Result<Prober> {
+        Ok(Prober {
+            consumer: input.consumer()?,
+            topic: input.topic.clone(),
+            partition,
+        })
+    }
+
+    fn at(&self, offset: i64) -> Result<Probe> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(offset.max(0)))?;
+        self.consumer.assign(&tpl)?;
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) if m.offset() >= offset => {
+                    return Ok(Probe::Message(
+                        m.offset(),
+                        m.timestamp().to_millis().unwrap_or(i64::MIN),
+                    ))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(Probe::End),
+                Some(Err(e)) => tracing::debug!("probing {}/{}@{offset}: {e}", self.topic, self.partition),
+                None => {}
+            }
+        }
+        Ok(Probe::Unknown)
+    }
+}
+
+/// The first offset of the partition whose message timestamp is >= `t`, or
+/// an earlier offset when the broker's answers cannot be trusted (the reader
+/// then skips messages before the first one at or after `t`).
+fn start_offset(c: &BaseConsumer<Quiet>, prober: &Prober, t: i64, low: i64, end: Option<i64>) -> Result<i64> {
+    if end.is_some_and(|e| low >= e) {
+        return Ok(low);
     }
     // Ask the broker, then check its answer against the messages around it.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&input.topic, p, Offset::Offset(t))?;
+    tpl.add_partition_offset(&prober.topic, prober.partition, Offset::Offset(t))?;
     let answer = c.offsets_for_times(tpl, META_TIMEOUT).ok().and_then(|r| {
-        r.elements().first().map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            Offset::End => high,
-            _ => -1,
+        r.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            Offset::End => end,
+            _ => None,
         })
     });
-    if let Some(o) = answer.filter(|o| (low..=high).contains(o)) {
-        if verify(input, p, t, o, low, high)? {
+    if let Some(o) = answer.filter(|o| *o >= low) {
+        if is_first_at_or_after(prober, t, o, low)? {
             return Ok(o);
         }
         tracing::info!(
-            partition = p,
+            partition = prober.partition,
             answer = o,
             "broker's offsets-for-times answer is wrong; searching by timestamp"
         );
     }
-    // Binary search on message timestamps (CreateTime grows with the offset).
-    let (mut lo, mut hi) = (low, high);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match timestamp_at(input, p, mid, high)? {
-            Some((at, ts)) if ts >= t => hi = mid.min(at),
-            Some((at, _)) => lo = at.max(mid) + 1,
-            None => hi = mid,
+    // Binary search on message timestamps (CreateTime grows with the offset),
+    // then the same check; if the broker's fetches cannot settle it, the log start.
+    if let Some(end) = end {
+        let (mut lo, mut hi) = (low, end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match prober.at(mid)? {
+                Probe::Message(at, ts) if ts >= t => hi = mid.min(at),
+                Probe::Message(at, _) => lo = at.max(mid) + 1,
+                Probe::End => hi = mid,
+                Probe::Unknown => {
+                    lo = low;
+                    break;
+                }
+            }
+        }
+        if lo > low && is_first_at_or_after(prober, t, lo, low)? {
+            return Ok(lo);
         }
     }
-    Ok(lo)
+    tracing::info!(
+        partition = prober.partition,
+        "reading from the log start, skipping messages before the start instant"
+    );
+    Ok(low)
 }
 
 /// Whether `o` is the first offset at or after `t`: its message (if any) is
-/// at or after `t` and the one before it (if any) is before `t`.
-fn verify(input: &KafkaInput, p: i32, t: i64, o: i64, low: i64, high: i64) -> Result<bool> {
-    let here_ok = match timestamp_at(input, p, o, high)? {
-        Some((_, ts)) => ts >= t,
-        None => true,
-    };
-    if !here_ok {
-        return Ok(false);
+/// at or after `t` and the one before it is before `t`.
+fn is_first_at_or_after(prober: &Prober, t: i64, o: i64, low: i64) -> Result<bool> {
+    match prober.at(o)? {
+        Probe::Message(at, ts) if at == o && ts >= t => {}
+        Probe::End => {}
+        _ => return Ok(false),
     }
     if o <= low {
         return Ok(true);
     }
-    // The previous message: the last one before `o`.
-    Ok(match timestamp_at(input, p, o - 1, high)? {
-        Some((at, ts)) if at < o => ts < t,
-        _ => true,
-    })
+    Ok(matches!(prober.at(o - 1)?, Probe::Message(at, ts) if at == o - 1 && ts < t))
+}
+
+/// What a reader did with one partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadRange {
+    pub partition: i32,
+    /// First offset read (or where reading started when nothing was read).
+    pub start: i64,
+    /// One past the last offset read.
+    pub end: i64,
+}
+
+struct Open {
+    end: Option<i64>,
+    gate: Option<i64>,
+    read: ReadRange,
 }
 
 /// Reads assigned partition ranges.
 pub struct KafkaReader {
     consumer: Option<BaseConsumer<Quiet>>,
     topic: String,
-    /// partition -> end offset, for partitions not yet read to their end.
-    open: HashMap<i32, i64>,
+    open: HashMap<i32, Open>,
+    done: Vec<ReadRange>,
     last_progress: Instant,
     stall_timeout: Duration,
 }
 
 impl KafkaReader {
     pub fn new(input: &KafkaInput, ranges: &[PartitionRange]) -> Result<KafkaReader> {
-        let open: HashMap<i32, i64> = ranges
-            .iter()
-            .filter(|r| r.start < r.end)
-            .map(|r| (r.partition, r.end))
-            .collect();
+        let mut open = HashMap::new();
+        let mut done = Vec::new();
+        let mut tpl = TopicPartitionList::new();
+        for r in ranges {
+            let read = ReadRange {
+                partition: r.partition,
+                start: r.start,
+                end: r.start,
+            };
+            if r.end.is_some_and(|e| r.start >= e) {
+                done.push(read);
+            } else {
+                tpl.add_partition_offset(&input.topic, r.partition, Offset::Offset(r.start))?;
+                open.insert(
+                    r.partition,
+                    Open {
+                        end: r.end,
+                        gate: r.from_ms,
+                        read,
+                    },
+                );
+            }
+        }
         let consumer = if open.is_empty() {
             None
         } else {
             let c = input.consumer()?;
-            let mut tpl = TopicPartitionList::new();
-            for r in ranges.iter().filter(|r| r.start < r.end) {
-                tpl.add_partition_offset(&input.topic, r.partition, Offset::Offset(r.start))?;
-            }
             c.assign(&tpl)
                 .with_context(|| format!("assigning partitions of {}", input.topic))?;
             Some(c)
@@ -251,46 +344,80 @@ impl KafkaReader {
             consumer,
             topic: input.topic.clone(),
             open,
+            done,
             last_progress: Instant::now(),
             stall_timeout: input.stall_timeout,
         })
+    }
+
+    /// What was read of each partition (complete once `poll` returned `Done`).
+    pub fn ranges(&self) -> Vec<ReadRange> {
+        let mut v: Vec<ReadRange> = self
+            .done
+            .iter()
+            .cloned()
+            .chain(self.open.values().map(|o| o.read.clone()))
+            .collect();
+        v.sort_by_key(|r| r.partition);
+        v
+    }
+
+    fn finish(&mut self, p: i32) {
+        if let Some(o) = self.open.remove(&p) {
+            self.done.push(o.read);
+        }
     }
 
     /// Reads up to `budget` messages of the assigned ranges.
     pub fn poll(&mut self, budget: usize, f: &mut dyn FnMut(RawRecord<'_>)) -> Result<Poll> {
         let Some(c) = &self.consumer else { return Ok(Poll::Done) };
         let mut n = 0;
-        while n < budget && !self.open.is_empty() {
+        let mut finished = Vec::new();
+        while n < budget && finished.len() < self.open.len() {
             match c.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(m)) => {
                     self.last_progress = Instant::now();
                     let p = m.partition();
-                    let Some(&end) = self.open.get(&p) else { continue };
-                    if m.offset() >= end {
-                        self.open.remove(&p);
+                    let Some(o) = self.open.get_mut(&p) else { continue };
+                    if o.end.is_some_and(|e| m.offset() >= e) {
+                        finished.push(p);
                         continue;
                     }
+                    let ts = m.timestamp().to_millis();
+                    if let Some(g) = o.gate {
+                        if ts.unwrap_or(i64::MIN) < g {
+                            o.read.start = m.offset() + 1;
+                            o.read.end = m.offset() + 1;
+                            continue; // before the start instant: not part of this run
+                        }
+                        o.gate = None;
+                        o.read.start = m.offset();
+                    }
+                    o.read.end = m.offset() + 1;
                     f(RawRecord {
                         partition: p,
                         offset: m.offset(),
-                        message_ts: m.timestamp().to_millis(),
+                        message_ts: ts,
                         value: m.payload(),
                     });
                     n += 1;
-                    if m.offset() + 1 >= end {
-                        self.open.remove(&p);
+                    if o.end.is_some_and(|e| m.offset() + 1 >= e) {
+                        finished.push(p);
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.last_progress = Instant::now();
                     // At the high watermark, which is at or past this run's end offset.
-                    self.open.remove(&p);
+                    finished.push(p);
                 }
                 Some(Err(e)) => {
                     tracing::warn!(topic = %self.topic, "Kafka: {e}; retrying");
                 }
             }
+        }
+        for p in finished {
+            self.finish(p);
         }
         if self.open.is_empty() {
             return Ok(Poll::Done);
