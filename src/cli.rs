@@ -39,12 +39,12 @@ pub enum Command {
     /// created; prints its bootstrap address first; serves until Ctrl-C/SIGTERM.
     /// For demos, tests and local development (about 5 MiB kept per partition).
     Broker(BrokerArgs),
-    /// Writes realistic synthetic listen events (NDJSON).
+    /// Writes realistic synthetic listen events: NDJSON to a file, or produced to Kafka.
     Generate(GenerateArgs),
     /// Shows tables, partitions, row counts and schemas of an output directory.
     Inspect(InspectArgs),
-    /// The whole tour: generates a dirty week of events, runs the job into
-    /// ./out, and shows what it wrote and how to open it.
+    /// The whole tour: an in-process Kafka filled with a generated dirty week,
+    /// the batch job from it into ./out, and what it wrote and how to open it.
     Demo,
 }
 

@@ -466,6 +466,26 @@ mod tests {
         assert_eq!(with("user_id", "\"\\u0075\""), "ok");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn never_panics_on_json_like_text(s in r#"[{}\[\]":,0-9a-z_. eE+\-\\ntrufals]{0,120}"#) {
+            let _ = decode(s.as_bytes());
+        }
+
+        #[test]
+        fn a_valid_event_with_any_extra_field_stays_valid(key in "[a-z]{1,8}", v in "[a-z0-9]{0,10}") {
+            let mut m = base();
+            if crate::decode::FIELDS.contains(&key.as_str()) { return Ok(()); }
+            m.insert(key, serde_json::Value::String(v));
+            proptest::prop_assert!(decode(&serde_json::to_vec(&m).unwrap()).is_ok());
+        }
+    }
+
     #[test]
     fn never_panics_on_prefixes() {
         let s = serde_json::to_vec(&base()).unwrap();
