@@ -33,7 +33,9 @@ pub enum Command {
     #[command(after_help = "Exit codes: 0 every partition written; 2 bad usage or configuration; \
 3 the output directory is locked by another run; 1 any other failure (nothing was published).")]
     Batch(BatchArgs),
-    /// Continuous incremental run following a Kafka topic (not in this build yet).
+    /// Continuous incremental run following a Kafka topic; publishes changed
+    /// partitions every commit interval; stops on SIGINT/SIGTERM after a final
+    /// commit (first slice: no finalization or late_events yet).
     Run(RunArgs),
     /// Embedded Kafka (librdkafka's mock cluster) on 127.0.0.1 with the topic
     /// created; prints its bootstrap address first; serves until Ctrl-C/SIGTERM.
@@ -84,24 +86,94 @@ pub struct BatchArgs {
 
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
+    /// Output directory (holds the checkpoint; a restart continues from it).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Kafka bootstrap servers, HOST:PORT.
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Kafka topic.
     #[arg(long)]
     pub topic: Option<String>,
+    /// First start only: earliest, latest, or an epoch-millisecond instant. Default earliest.
     #[arg(long)]
     pub start: Option<String>,
-    #[arg(long)]
+    /// How often changed partitions are published and the checkpoint written. Default 30s.
+    #[arg(long, value_name = "DURATION")]
     pub commit_interval: Option<String>,
-    #[arg(long)]
+    /// A day is final this long after its end (by the watermark). Default 48h.
+    #[arg(long, value_name = "DURATION")]
     pub finalize_after: Option<String>,
+    /// Prometheus metrics address (not in this build yet).
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Worker threads (default: number of cores).
     #[arg(long, short = 'w')]
     pub workers: Option<usize>,
+    /// Input time step (advanced). Default 1s.
+    #[arg(long, value_name = "DURATION", hide = true)]
+    pub epoch: Option<String>,
+    /// Job file (TOML) with defaults for these flags.
     #[arg(long)]
     pub job: Option<PathBuf>,
+}
+
+fn duration(flag: &str, v: Option<String>, default: &str) -> Result<std::time::Duration> {
+    let v = v.unwrap_or_else(|| default.to_string());
+    humantime::parse_duration(&v).map_err(|e| bad(format!("--{flag} {v:?}: {e}")))
+}
+
+/// Resolves `run` flags and job file into a continuous-run configuration.
+pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
+    use crate::continuous::{RunConfig, StartAt};
+    let job = match &a.job {
+        Some(p) => JobFile::load(p)?,
+        None => JobFile::default(),
+    };
+    let output = a
+        .output
+        .clone()
+        .or(job.output)
+        .ok_or_else(|| bad("run needs --output DIR"))?;
+    let brokers = a
+        .brokers
+        .clone()
+        .or(job.brokers)
+        .ok_or_else(|| bad("run needs --brokers HOST:PORT"))?;
+    let topic = a
+        .topic
+        .clone()
+        .or(job.topic)
+        .ok_or_else(|| bad("run needs --topic T"))?;
+    let start = match a.start.clone().or(job.start).as_deref().unwrap_or("earliest") {
+        "earliest" => StartAt::Earliest,
+        "latest" => StartAt::Latest,
+        ms => StartAt::Timestamp(ms.parse().map_err(|_| {
+            bad(format!(
+                "--start {ms:?}: expected earliest, latest or epoch milliseconds"
+            ))
+        })?),
+    };
+    if a.metrics_addr.is_some() || job.metrics_addr.is_some() {
+        tracing::warn!("--metrics-addr is not served by this build yet");
+    }
+    let mut kafka = crate::source::kafka::KafkaInput::new(&brokers, &topic);
+    kafka.settings = job.kafka.clone();
+    let commit_interval = duration(
+        "commit-interval",
+        a.commit_interval.clone().or(job.commit_interval),
+        "30s",
+    )?;
+    let epoch = duration("epoch", a.epoch.clone(), "1s")?.min(commit_interval);
+    Ok(RunConfig {
+        output,
+        kafka,
+        start,
+        commit_interval,
+        finalize_after: duration("finalize-after", a.finalize_after.clone().or(job.finalize_after), "48h")?,
+        workers: default_workers(a.workers.or(job.workers))?,
+        epoch,
+    })
 }
 
 #[derive(Args, Debug, Default)]

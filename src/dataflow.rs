@@ -222,6 +222,8 @@ pub struct Handles {
     pub traces: SinkTraces,
     /// This worker's share of kept listens and of their days (min, max).
     pub kept: Rc<RefCell<KeptStats>>,
+    /// Changed output partitions by time (with `Options::track_changes`).
+    pub changes: Changes,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -240,7 +242,24 @@ pub struct SinkTraces {
 }
 
 /// Builds the dataflow in `worker`.
+/// How a driver uses the dataflow.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Add the as-of days first..last day of the kept listens to the `as_of`
+    /// input (continuous mode; batch runs give them explicitly).
+    pub derive_as_of: bool,
+    /// Record which output partitions change at which time (continuous mode).
+    pub track_changes: bool,
+}
+
+/// Output partitions (table, day) that changed, by the time they changed.
+pub type Changes = Rc<RefCell<std::collections::BTreeMap<Time, HashSet<(crate::schema::Table, i32)>>>>;
+
 pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Handles {
+    build_with(worker, interner, Options::default())
+}
+
+pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, opts: Options) -> Handles {
     worker.dataflow::<Time, _, _>(|scope| {
         let (listens_in, listens) = scope.new_collection::<((i32, Id), Listen), Diff>();
         let (rejected_in, rejected) = scope.new_collection::<(i32, RejectRow), Diff>();
@@ -265,6 +284,25 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             },
         );
 
+        let as_of = if opts.derive_as_of {
+            let derived = kept
+                .clone()
+                .map(|((day, _), _)| day)
+                .distinct_core::<Diff>()
+                .map(|d| ((), d))
+                .reduce_named(
+                    "AsOfDays",
+                    |_k: &(), vals: &[(&i32, Diff)], out: &mut Vec<(i32, Diff)>| {
+                        for d in *vals[0].0..=*vals[vals.len() - 1].0 {
+                            out.push((d, 1));
+                        }
+                    },
+                )
+                .map(|((), d)| d);
+            as_of.concat(derived)
+        } else {
+            as_of
+        };
         let kept_stats = Rc::new(RefCell::new(KeptStats::default()));
         let stats = kept_stats.clone();
         let by_user_day = kept
@@ -349,6 +387,37 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
             );
         let rejected = rejected.arrange_by_key_named("Rejected");
 
+        let changes: Changes = Rc::new(RefCell::new(Default::default()));
+        if opts.track_changes {
+            use crate::schema::Table;
+            let record = |table: Table, c: &Changes| {
+                let c = c.clone();
+                move |(d, t, _): &(i32, Time, Diff)| {
+                    c.borrow_mut().entry(*t).or_default().insert((table, *d));
+                }
+            };
+            daily
+                .clone()
+                .as_collection(|&(d, _), _| d)
+                .inspect(record(Table::UserDaily, &changes));
+            tracks
+                .clone()
+                .as_collection(|&(d, _), _| d)
+                .inspect(record(Table::UserTrackDaily, &changes));
+            artists
+                .clone()
+                .as_collection(|&(d, _), _| d)
+                .inspect(record(Table::UserArtistDaily, &changes));
+            profile
+                .clone()
+                .as_collection(|_, (a, _)| *a)
+                .inspect(record(Table::UserProfile28d, &changes));
+            rejected
+                .clone()
+                .as_collection(|&d, _| d)
+                .inspect(record(Table::RejectedEvents, &changes));
+        }
+
         // The sink reads these arrangements; the probe tells when they are complete.
         let probe = ProbeHandle::new();
         {
@@ -374,6 +443,7 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
                 rejected: rejected.trace,
             },
             kept: kept_stats,
+            changes,
         }
     })
 }

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod broker;
 pub mod cli;
+pub mod continuous;
 pub mod dataflow;
 pub mod dates;
 pub mod decode;

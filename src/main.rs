@@ -46,9 +46,15 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Broker(a) => cli::broker(&a),
-        Command::Run(_) => Err(cli::ConfigError(
-            "this command is not available in this build yet (Kafka and continuous mode are coming)".into(),
-        )
-        .into()),
+        Command::Run(a) => {
+            let cfg = cli::run_config(&a)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s = stop.clone();
+            ctrlc::set_handler(move || s.store(true, std::sync::atomic::Ordering::SeqCst))
+                .map_err(|e| anyhow::anyhow!("installing the signal handler: {e}"))?;
+            let commits = skipflow::continuous::run(&cfg, stop)?;
+            eprintln!("skipflow run: stopped after {commits} commits");
+            Ok(())
+        }
     }
 }

@@ -41,8 +41,21 @@ pub struct Staged {
 
 /// Calls `f(key, val, count)` for every row of `trace` with a non-zero count
 /// in its current contents.
-pub fn scan<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, Diff>>, mut f: impl FnMut(&K, &V, isize))
+pub fn scan<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, Diff>>, f: impl FnMut(&K, &V, isize))
 where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    scan_before(trace, Time::MAX, f)
+}
+
+/// As `scan`, counting only updates at times before `before`: the contents
+/// as of that time, even when later updates are already in the trace.
+pub fn scan_before<K, V>(
+    trace: &mut TraceAgent<ValSpine<K, V, Time, Diff>>,
+    before: Time,
+    mut f: impl FnMut(&K, &V, isize),
+) where
     K: Ord + Clone + 'static,
     V: Ord + Clone + 'static,
 {
@@ -54,7 +67,11 @@ where
         let k = cursor.key(&storage);
         while cursor.val_valid(&storage) {
             let mut n: isize = 0;
-            cursor.map_times(&storage, |_t, d| n += *d as isize);
+            cursor.map_times(&storage, |t, d| {
+                if *t < before {
+                    n += *d as isize
+                }
+            });
             if n != 0 {
                 f(k, cursor.val(&storage), n);
             }
@@ -75,8 +92,13 @@ fn push_n<T: Clone>(v: &mut Vec<T>, x: &T, n: isize) {
 
 /// This worker's share of every partition in `traces` that `keep` accepts.
 pub fn collect(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> Buckets {
+    collect_before(traces, keep, Time::MAX)
+}
+
+/// As `collect`, as of the time `before`.
+pub fn collect_before(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool, before: Time) -> Buckets {
     let mut b: Buckets = HashMap::new();
-    scan(&mut traces.user_daily, |&(d, u), r, n| {
+    scan_before(&mut traces.user_daily, before, |&(d, u), r, n| {
         if keep(Table::UserDaily, d) {
             if let PartRows::UserDaily(v) = b
                 .entry((Table::UserDaily, d))
@@ -86,7 +108,7 @@ pub fn collect(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> Bu
             }
         }
     });
-    scan(&mut traces.user_track_daily, |&(d, u), r, n| {
+    scan_before(&mut traces.user_track_daily, before, |&(d, u), r, n| {
         if keep(Table::UserTrackDaily, d) {
             if let PartRows::UserTrackDaily(v) = b
                 .entry((Table::UserTrackDaily, d))
@@ -96,7 +118,7 @@ pub fn collect(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> Bu
             }
         }
     });
-    scan(&mut traces.user_artist_daily, |&(d, u), r, n| {
+    scan_before(&mut traces.user_artist_daily, before, |&(d, u), r, n| {
         if keep(Table::UserArtistDaily, d) {
             if let PartRows::UserArtistDaily(v) = b
                 .entry((Table::UserArtistDaily, d))
@@ -106,7 +128,7 @@ pub fn collect(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> Bu
             }
         }
     });
-    scan(&mut traces.user_profile, |&u, (d, r), n| {
+    scan_before(&mut traces.user_profile, before, |&u, (d, r), n| {
         if keep(Table::UserProfile28d, *d) {
             if let PartRows::UserProfile(v) = b
                 .entry((Table::UserProfile28d, *d))
@@ -116,7 +138,7 @@ pub fn collect(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> Bu
             }
         }
     });
-    scan(&mut traces.rejected, |&d, r, n| {
+    scan_before(&mut traces.rejected, before, |&d, r, n| {
         if keep(Table::RejectedEvents, d) {
             if let PartRows::Rejected(v) = b
                 .entry((Table::RejectedEvents, d))

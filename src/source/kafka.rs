@@ -301,6 +301,8 @@ struct Open {
 pub struct KafkaReader {
     consumer: Option<BaseConsumer<Quiet>>,
     topic: String,
+    /// Unbounded: partitions are never finished (continuous mode).
+    follow: bool,
     open: HashMap<i32, Open>,
     done: Vec<ReadRange>,
     last_progress: Instant,
@@ -343,11 +345,33 @@ impl KafkaReader {
         Ok(KafkaReader {
             consumer,
             topic: input.topic.clone(),
+            follow: false,
             open,
             done,
             last_progress: Instant::now(),
             stall_timeout: input.stall_timeout,
         })
+    }
+
+    /// An unbounded reader from the given next offsets (continuous mode).
+    pub fn follow(input: &KafkaInput, starts: &[(i32, i64)]) -> Result<KafkaReader> {
+        let ranges: Vec<PartitionRange> = starts
+            .iter()
+            .map(|&(partition, start)| PartitionRange {
+                partition,
+                start,
+                end: None,
+                from_ms: None,
+            })
+            .collect();
+        let mut r = KafkaReader::new(input, &ranges)?;
+        r.follow = true;
+        Ok(r)
+    }
+
+    /// The next offset to read of each partition this reader holds.
+    pub fn positions(&self) -> Vec<(i32, i64)> {
+        self.ranges().into_iter().map(|r| (r.partition, r.end)).collect()
     }
 
     /// What was read of each partition (complete once `poll` returned `Done`).
@@ -409,7 +433,9 @@ impl KafkaReader {
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.last_progress = Instant::now();
                     // At the high watermark, which is at or past this run's end offset.
-                    finished.push(p);
+                    if !self.follow {
+                        finished.push(p);
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::warn!(topic = %self.topic, "Kafka: {e}; retrying");
@@ -422,7 +448,7 @@ impl KafkaReader {
         if self.open.is_empty() {
             return Ok(Poll::Done);
         }
-        if self.last_progress.elapsed() > self.stall_timeout {
+        if !self.follow && self.last_progress.elapsed() > self.stall_timeout {
             bail!(
                 "no data from Kafka topic {} for {:?} while {} partition(s) were unfinished (broker down?)",
                 self.topic,

@@ -1,0 +1,180 @@
+//! Continuous mode (first slice): batch equals continuous after bursts over
+//! several commits, and kill -9 at random moments with restarts reaches the
+//! same tables as one batch run.
+
+mod common;
+
+use common::output;
+use rand::{Rng, SeedableRng};
+use skipflow::batch::{self, BatchConfig, KafkaBatch};
+use skipflow::broker::EmbeddedKafka;
+use skipflow::continuous::{self, RunConfig, StartAt};
+use skipflow::generate::{generate, GenConfig, GenRecord};
+use skipflow::source::kafka::{EventProducer, KafkaInput};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "listen-events";
+
+fn records(users: u32, days: u32, seed: u64) -> Vec<GenRecord> {
+    let mut v = Vec::new();
+    generate(
+        &GenConfig {
+            users,
+            days,
+            seed,
+            dirty: true,
+            ..GenConfig::default()
+        },
+        &mut |r| v.push(r),
+    );
+    v
+}
+
+fn produce(addr: &str, recs: &[GenRecord]) {
+    let mut p = EventProducer::new(addr, TOPIC, &Default::default()).unwrap();
+    for r in recs {
+        p.send(&r.key, r.value.as_deref(), r.arrival_ms).unwrap();
+    }
+    p.finish().unwrap();
+}
+
+/// Waits until the checkpoint reflects `total` records of the topic, after
+/// more than `after` commits.
+fn wait_for_checkpoint(out: &Path, total: i64, after: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(c)) = continuous::read_checkpoint(out) {
+            if c.offsets.values().sum::<i64>() >= total && c.commits > after {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint never reached {total} records"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn batch_tables(addr: &str, dir: &Path) -> output::Tables {
+    let out = dir.join("batch");
+    batch::run(&BatchConfig {
+        output: out.clone(),
+        inputs: vec![],
+        kafka: Some(KafkaBatch {
+            input: KafkaInput::new(addr, TOPIC),
+            skew_ms: 3_600_000,
+        }),
+        range: None,
+        workers: 2,
+        progress: false,
+    })
+    .unwrap();
+    output::read_tables(&out)
+}
+
+#[test]
+fn batch_equals_continuous_after_bursts_across_commits() {
+    let k = EmbeddedKafka::start(None).unwrap();
+    k.create_topic(TOPIC, 3).unwrap();
+    let recs = records(120, 3, 31);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cont");
+    let cfg = RunConfig {
+        output: out.clone(),
+        kafka: KafkaInput::new(k.bootstrap(), TOPIC),
+        start: StartAt::Earliest,
+        commit_interval: Duration::from_millis(300),
+        finalize_after: Duration::from_secs(3600 * 24 * 365 * 200),
+        workers: 2,
+        epoch: Duration::from_millis(50),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c2, s2) = (cfg.clone(), stop.clone());
+    let run = std::thread::spawn(move || continuous::run(&c2, s2));
+
+    // Bursts of random size with pauses: several commits see partial data.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let mut at = 0;
+    while at < recs.len() {
+        let n = rng.random_range(1..recs.len() / 3);
+        let end = (at + n).min(recs.len());
+        produce(k.bootstrap(), &recs[at..end]);
+        at = end;
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..700)));
+    }
+    wait_for_checkpoint(&out, recs.len() as i64, 0);
+    stop.store(true, Ordering::SeqCst);
+    let commits = run.join().unwrap().unwrap();
+    assert!(commits >= 3, "{commits} commits");
+
+    let expected = batch_tables(k.bootstrap(), dir.path());
+    let got = output::read_tables(&out);
+    assert!(expected.contains_key("user_profile_28d") && expected.contains_key("rejected_events"));
+    if let Some(d) = output::diff("continuous", &got, "batch", &expected) {
+        panic!("{d}");
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
+    let k = EmbeddedKafka::start(None).unwrap();
+    k.create_topic(TOPIC, 4).unwrap();
+    let recs = records(150, 3, 77);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cont");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_skipflow"))
+            .args([
+                "run",
+                "--brokers",
+                k.bootstrap(),
+                "--topic",
+                TOPIC,
+                "--commit-interval",
+                "200ms",
+                "--epoch",
+                "40ms",
+            ])
+            .arg("--output")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let chunks = 5;
+    let per = recs.len() / chunks + 1;
+    for (i, chunk) in recs.chunks(per).enumerate() {
+        produce(k.bootstrap(), chunk);
+        let mut child = spawn();
+        std::thread::sleep(Duration::from_millis(rng.random_range(400..2500)));
+        child.kill().unwrap(); // SIGKILL: no final commit
+        child.wait().unwrap();
+        eprintln!("killed run {i}");
+    }
+    // The killed runs committed something: the restarts below replay from a checkpoint.
+    let ck = continuous::read_checkpoint(&out)
+        .unwrap()
+        .expect("a killed run left a checkpoint");
+    assert!(ck.commits > 0 && ck.offsets.values().sum::<i64>() > 0, "{ck:?}");
+    // A last run catches up, then stops on SIGTERM after its final commit.
+    let mut child = spawn();
+    wait_for_checkpoint(&out, recs.len() as i64, ck.commits);
+    unsafe { kill(child.id() as i32, 15) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let expected = batch_tables(k.bootstrap(), dir.path());
+    if let Some(d) = output::diff("continuous after kills", &output::read_tables(&out), "batch", &expected) {
+        panic!("{d}");
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
