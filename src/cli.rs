@@ -293,12 +293,17 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
         .clone()
         .or(job.output)
         .ok_or_else(|| bad("batch needs --output DIR"))?;
-    let inputs = if a.input.is_empty() {
-        job.input.unwrap_or_default()
+    if !a.input.is_empty() && a.brokers.is_some() {
+        return Err(bad("give either --input or --brokers, not both"));
+    }
+    // The input chosen on the command line replaces the job file's, of either kind.
+    let (inputs, brokers) = if !a.input.is_empty() {
+        (a.input.clone(), None)
+    } else if a.brokers.is_some() {
+        (vec![], a.brokers.clone())
     } else {
-        a.input.clone()
+        (job.input.unwrap_or_default(), job.brokers)
     };
-    let brokers = a.brokers.clone().or(job.brokers);
     if inputs.is_empty() && brokers.is_none() {
         return Err(bad("batch needs --input FILE... or --brokers HOST:PORT --topic T"));
     }
