@@ -111,6 +111,53 @@ struct Shared {
     source: Id,
     run_day: i32,
     commits: AtomicU32,
+    /// Kept listens over all workers (current state).
+    kept: Mutex<i64>,
+    started: chrono::DateTime<chrono::Utc>,
+}
+
+/// The run report of one commit: what this process read since it started,
+/// the accounting identity, and the partitions this commit replaced.
+fn write_commit_report(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, staged: &[Staged], t: Instant) -> Result<()> {
+    use crate::report::{InputRange, RunReport, TableWrite};
+    let mut counts = sh.counts.lock().expect("counts").clone();
+    counts.kept = (*sh.kept.lock().expect("kept")).max(0) as u64;
+    counts.duplicates = counts
+        .read
+        .saturating_sub(counts.rejected + counts.out_of_range + counts.late + counts.kept);
+    let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
+    for s in staged {
+        let w = tables.entry(s.table.name().to_string()).or_default();
+        w.partitions_written += 1;
+        w.rows += s.rows as u64;
+        w.bytes += s.bytes;
+        w.days.push(crate::dates::day_to_string(s.day));
+    }
+    let report = RunReport {
+        run_id: format!("{}-commit-{:06}", sh.started.format("%Y%m%dT%H%M%S%.3fZ"), ck.commits),
+        mode: "continuous".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: sh.started.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        elapsed_s: t.elapsed().as_secs_f64(),
+        workers: cfg.workers,
+        range: None,
+        inputs: ck
+            .offsets
+            .iter()
+            .map(|(p, o)| InputRange::Kafka {
+                topic: ck.topic.clone(),
+                partition: *p,
+                start_offset: ck.replay_from.get(p).copied().unwrap_or(0),
+                end_offset: *o,
+            })
+            .collect(),
+        counts,
+        tables,
+        missing_window_days: vec![],
+    };
+    crate::batch::write_report(&cfg.output, &report)?;
+    Ok(())
 }
 
 /// Starting positions: the checkpoint's replay start, or `start` on a first run.
@@ -177,6 +224,8 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         source,
         run_day: crate::dates::today(),
         commits: AtomicU32::new(0),
+        kept: Mutex::new(0),
+        started: chrono::Utc::now(),
     });
     tracing::info!(topic = %cfg.kafka.topic, ?replay_from, "continuous run starting");
 
@@ -332,8 +381,16 @@ fn commit(
         for (_, set) in before {
             all.extend(set);
         }
-        sh.counts.lock().expect("counts").add(counts);
+        let mut c = sh.counts.lock().expect("counts");
+        c.add(counts);
         *counts = Counts::default();
+        let delta = {
+            let mut k = h.kept.borrow_mut();
+            let d = k.count - k.reported;
+            k.reported = k.count;
+            d
+        };
+        *sh.kept.lock().expect("kept") += delta;
     }
     sh.barrier.wait();
     // Replaying after a restart: publish nothing until the checkpoint's offsets are reached.
@@ -400,6 +457,7 @@ fn commit(
             write_checkpoint(&cfg.output, &ck)?;
             sh.commits.fetch_add(1, Ordering::SeqCst);
             sh.changed.lock().expect("changed").clear();
+            write_commit_report(sh, cfg, &ck, &staged, started)?;
         }
         tracing::info!(
             boundary,

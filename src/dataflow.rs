@@ -229,6 +229,8 @@ pub struct Handles {
 #[derive(Clone, Debug, Default)]
 pub struct KeptStats {
     pub count: i64,
+    /// The part of `count` a continuous driver has already reported.
+    pub reported: i64,
     pub days: std::collections::BTreeMap<i32, i64>,
 }
 

@@ -60,8 +60,12 @@ fn wait_for_checkpoint(out: &Path, total: i64, after: u64) {
 }
 
 fn batch_tables(addr: &str, dir: &Path) -> output::Tables {
+    batch_run(addr, dir).0
+}
+
+fn batch_run(addr: &str, dir: &Path) -> (output::Tables, skipflow::report::RunReport) {
     let out = dir.join("batch");
-    batch::run(&BatchConfig {
+    let r = batch::run(&BatchConfig {
         output: out.clone(),
         inputs: vec![],
         kafka: Some(KafkaBatch {
@@ -73,7 +77,17 @@ fn batch_tables(addr: &str, dir: &Path) -> output::Tables {
         progress: false,
     })
     .unwrap();
-    output::read_tables(&out)
+    (output::read_tables(&out), r.report)
+}
+
+/// The newest per-commit run report of a continuous output directory.
+fn last_report(out: &Path) -> serde_json::Value {
+    let mut names: Vec<_> = std::fs::read_dir(out.join("_runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    serde_json::from_slice(&std::fs::read(names.last().unwrap()).unwrap()).unwrap()
 }
 
 #[test]
@@ -111,8 +125,13 @@ fn batch_equals_continuous_after_bursts_across_commits() {
     let commits = run.join().unwrap().unwrap();
     assert!(commits >= 3, "{commits} commits");
 
-    let expected = batch_tables(k.bootstrap(), dir.path());
+    let (expected, report) = batch_run(k.bootstrap(), dir.path());
     let got = output::read_tables(&out);
+    let c = &last_report(&out)["counts"];
+    assert_eq!(c["read"], recs.len() as u64);
+    for k in ["read", "kept", "duplicates", "rejected"] {
+        assert_eq!(c[k], serde_json::to_value(&report.counts).unwrap()[k], "{k}");
+    }
     assert!(expected.contains_key("user_profile_28d") && expected.contains_key("rejected_events"));
     if let Some(d) = output::diff("continuous", &got, "batch", &expected) {
         panic!("{d}");
