@@ -196,7 +196,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         missing: Mutex::new(Vec::new()),
         bytes: Arc::new(AtomicU64::new(0)),
         sources,
-        run_day: dates::today(),
+        run_day: run_day()?,
     });
 
     let total = match &plan {
@@ -249,9 +249,47 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     counts.duplicates = counts.read - counts.rejected - counts.out_of_range - kept;
     let range = effective_range(cfg.range, &shared.kept_days.into_inner().expect("days"));
 
+    let mut staged = staged;
+    let mut emptied = Vec::new();
+    if let Plan::Files(_) = &*plan_for_report {
+        // File records without a message timestamp go to the run's day: rows
+        // of these files that an earlier run put on another day are replaced
+        // too, so a rerun on another day does not repeat them.
+        let days: HashSet<i32> = staged
+            .iter()
+            .filter(|s| s.table == Table::RejectedEvents)
+            .map(|s| s.day)
+            .collect();
+        let sources: HashSet<Id> = shared.sources.iter().copied().collect();
+        for day in publish::published_days(&cfg.output, Table::RejectedEvents)? {
+            if days.contains(&day) {
+                continue;
+            }
+            let old = sink::read::rejected_rows(&cfg.output, day, &shared.interner)?;
+            let n = old.len();
+            let kept: Vec<RejectRow> = old.into_iter().filter(|r| !sources.contains(&r.source)).collect();
+            if kept.len() == n {
+                continue;
+            }
+            if kept.is_empty() {
+                emptied.push(day);
+            } else {
+                staged.push(sink::stage_partition(
+                    &staging,
+                    day,
+                    PartRows::Rejected(kept),
+                    &shared.interner,
+                )?);
+            }
+        }
+    }
     let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
     let mut written: HashSet<(Table, i32)> = HashSet::new();
-    for s in &staged {
+    for s in staged
+        .iter()
+        .filter(|s| s.table != Table::RejectedEvents)
+        .chain(staged.iter().filter(|s| s.table == Table::RejectedEvents))
+    {
         publish::publish(&cfg.output, s, true)?;
         written.insert((s.table, s.day));
         let t = tables.entry(s.table.name().to_string()).or_default();
@@ -276,6 +314,14 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
                     tables.entry(table.name().to_string()).or_default().partitions_removed += 1;
                 }
             }
+        }
+    }
+    for day in emptied {
+        if publish::remove(&cfg.output, Table::RejectedEvents, day)? {
+            tables
+                .entry(Table::RejectedEvents.name().to_string())
+                .or_default()
+                .partitions_removed += 1;
         }
     }
     for t in tables.values_mut() {
@@ -321,6 +367,15 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     };
     let report_path = write_report(&cfg.output, &report)?;
     Ok(BatchOutcome { report, report_path })
+}
+
+/// The day the run counts as its start day (file records' rejected rows go
+/// there): today, UTC, or `SKIPFLOW_RUN_DAY` (YYYY-MM-DD) to reproduce a run.
+fn run_day() -> Result<i32> {
+    match std::env::var("SKIPFLOW_RUN_DAY") {
+        Ok(d) => dates::parse_day(&d).map_err(|e| crate::cli::ConfigError(format!("SKIPFLOW_RUN_DAY: {e}")).into()),
+        Err(_) => Ok(dates::today()),
+    }
 }
 
 /// Writes the run report as `<output>/_runs/<run_id>.json` (atomically).

@@ -154,3 +154,39 @@ fn range_counts_out_of_range_and_removes_emptied_days() {
     assert_eq!(prof.len(), before.len());
     assert!(prof.iter().all(|r| r[2] == 1), "one active day in the window");
 }
+
+/// File records without a message timestamp land on the run's day; a rerun
+/// on another day moves them instead of repeating them.
+#[test]
+fn rerun_on_another_day_keeps_each_rejected_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, _) = dirty_lines(60, 2, 4);
+    let input = write(dir.path(), "events.ndjson", &lines);
+    let other = write(dir.path(), "other.ndjson", &[b"not json".to_vec()]);
+    let out = dir.path().join("out");
+    let run = |day: &str, files: &[&PathBuf]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_skipflow"));
+        c.env("SKIPFLOW_RUN_DAY", day)
+            .args(["batch", "--quiet", "--output"])
+            .arg(&out)
+            .arg("--input");
+        for f in files {
+            c.arg(f);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run("2026-01-01", &[&input]);
+    run("2026-01-01", &[&other]);
+    let before = rejected_content(&out);
+    run("2026-01-05", &[&input]);
+    let t = output::read_tables(&out);
+    let parts = &t["rejected_events"];
+    // The rerun's rows moved to its day; the other file's row stayed where it was.
+    assert_eq!(parts["2026-01-01"].len(), 1);
+    assert!(parts["2026-01-01"][0][0].as_str().unwrap().ends_with("other.ndjson"));
+    assert!(parts["2026-01-05"]
+        .iter()
+        .all(|r| r[0].as_str().unwrap().ends_with("events.ndjson")));
+    assert_eq!(rejected_content(&out), before, "each rejected record exactly once");
+}
