@@ -104,7 +104,7 @@ pub struct RunArgs {
     /// A day is final this long after its end (by the watermark). Default 48h.
     #[arg(long, value_name = "DURATION")]
     pub finalize_after: Option<String>,
-    /// Prometheus metrics address (not in this build yet).
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9898.
     #[arg(long)]
     pub metrics_addr: Option<String>,
     /// Worker threads (default: number of cores).
@@ -154,9 +154,6 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
             ))
         })?),
     };
-    if a.metrics_addr.is_some() || job.metrics_addr.is_some() {
-        tracing::warn!("--metrics-addr is not served by this build yet");
-    }
     let mut kafka = crate::source::kafka::KafkaInput::new(&brokers, &topic);
     kafka.settings = job.kafka.clone();
     let commit_interval = duration(
@@ -173,6 +170,7 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
         finalize_after: duration("finalize-after", a.finalize_after.clone().or(job.finalize_after), "48h")?,
         workers: default_workers(a.workers.or(job.workers))?,
         epoch,
+        metrics_addr: a.metrics_addr.clone().or(job.metrics_addr),
     })
 }
 

@@ -20,8 +20,9 @@ use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::Counts;
 use crate::schema::Table;
 use crate::sink::{self, publish, PartRows, Staged};
-use crate::source::kafka::{KafkaInput, KafkaReader};
+use crate::source::kafka::{KafkaInput, KafkaReader, Quiet};
 use anyhow::{anyhow, Context, Result};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub struct RunConfig {
     pub workers: usize,
     /// Length of one epoch (input time step).
     pub epoch: Duration,
+    /// Where to serve Prometheus metrics.
+    pub metrics_addr: Option<String>,
 }
 
 /// The checkpoint: what the published outputs reflect.
@@ -113,7 +116,55 @@ struct Shared {
     commits: AtomicU32,
     /// Kept listens over all workers (current state).
     kept: Mutex<i64>,
+    /// Kept listens per day, per worker (for the open-days metric).
+    kept_days: Mutex<HashMap<usize, BTreeMap<i32, i64>>>,
     started: chrono::DateTime<chrono::Utc>,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Commits consumer-group offsets after each checkpoint (lag dashboards).
+    committer: BaseConsumer<Quiet>,
+}
+
+/// Consumer-group offsets (for lag dashboards only: the checkpoint is the
+/// truth) and metrics, once a checkpoint is written.
+fn after_checkpoint(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, published: usize, started: Instant) {
+    let m = &sh.metrics;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in &ck.offsets {
+        let _ = tpl.add_partition_offset(&cfg.kafka.topic, *p, rdkafka::Offset::Offset(*o));
+        if let Ok((_, high)) = sh
+            .committer
+            .fetch_watermarks(&cfg.kafka.topic, *p, Duration::from_secs(2))
+        {
+            m.lag.with_label_values(&[&p.to_string()]).set((high - o).max(0));
+        }
+    }
+    if let Err(e) = sh.committer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!("committing consumer-group offsets: {e}");
+        m.kafka_errors.with_label_values(&["offset_commit"]).inc();
+    }
+    let c = sh.counts.lock().expect("counts").clone();
+    let kept = (*sh.kept.lock().expect("kept")).max(0);
+    for (class, v) in [
+        ("read", c.read as i64),
+        ("kept", kept),
+        ("duplicates", c.read as i64 - c.rejected as i64 - c.late as i64 - kept),
+        ("rejected", c.rejected as i64),
+        ("late", c.late as i64),
+    ] {
+        m.events.with_label_values(&[class]).set(v);
+    }
+    let mut days: BTreeMap<i32, i64> = BTreeMap::new();
+    for per in sh.kept_days.lock().expect("kept days").values() {
+        for (d, n) in per {
+            *days.entry(*d).or_insert(0) += n;
+        }
+    }
+    m.open_days.set(days.values().filter(|n| **n > 0).count() as i64);
+    m.commits.inc();
+    m.partitions_published.inc_by(published as u64);
+    m.last_commit_timestamp
+        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    m.last_commit_duration.set(started.elapsed().as_secs_f64());
 }
 
 /// The run report of one commit: what this process read since it started,
@@ -203,6 +254,11 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     let workers = cfg.workers.max(1);
     let interner = Interner::new();
     let source = interner.name(&cfg.kafka.topic);
+    let metrics = crate::metrics::Metrics::new()?;
+    if let Some(addr) = &cfg.metrics_addr {
+        metrics.serve(addr)?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     let shared = Arc::new(Shared {
         interner,
         epoch: AtomicU32::new(1),
@@ -225,7 +281,10 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         run_day: crate::dates::today(),
         commits: AtomicU32::new(0),
         kept: Mutex::new(0),
+        kept_days: Mutex::new(HashMap::new()),
         started: chrono::Utc::now(),
+        metrics,
+        committer: cfg.kafka.consumer()?,
     });
     tracing::info!(topic = %cfg.kafka.topic, ?replay_from, "continuous run starting");
 
@@ -391,6 +450,10 @@ fn commit(
             d
         };
         *sh.kept.lock().expect("kept") += delta;
+        sh.kept_days
+            .lock()
+            .expect("kept days")
+            .insert(index, h.kept.borrow().days.clone());
     }
     sh.barrier.wait();
     // Replaying after a restart: publish nothing until the checkpoint's offsets are reached.
@@ -458,6 +521,7 @@ fn commit(
             sh.commits.fetch_add(1, Ordering::SeqCst);
             sh.changed.lock().expect("changed").clear();
             write_commit_report(sh, cfg, &ck, &staged, started)?;
+            after_checkpoint(sh, cfg, &ck, staged.len(), started);
         }
         tracing::info!(
             boundary,

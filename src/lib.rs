@@ -16,6 +16,7 @@ pub mod demo;
 pub mod generate;
 pub mod inspect;
 pub mod intern;
+pub mod metrics;
 pub mod report;
 pub mod schema;
 pub mod sink;

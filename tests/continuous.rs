@@ -105,6 +105,7 @@ fn batch_equals_continuous_after_bursts_across_commits() {
         finalize_after: Duration::from_secs(3600 * 24 * 365 * 200),
         workers: 2,
         epoch: Duration::from_millis(50),
+        metrics_addr: Some("127.0.0.1:0".into()),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (c2, s2) = (cfg.clone(), stop.clone());
@@ -145,6 +146,12 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
     let recs = records(150, 3, 77);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cont");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_skipflow"))
             .args([
@@ -158,6 +165,7 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
                 "--epoch",
                 "40ms",
             ])
+            .args(["--metrics-addr", &metrics_addr])
             .arg("--output")
             .arg(&out)
             .stdout(std::process::Stdio::null())
@@ -184,6 +192,23 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
     // A last run catches up, then stops on SIGTERM after its final commit.
     let mut child = spawn();
     wait_for_checkpoint(&out, recs.len() as i64, ck.commits);
+    // Metrics: caught up, so no lag; every record read once by this process.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let t = http_get(&metrics_addr, "/metrics");
+        if t.lines().filter(|l| l.starts_with("skipflow_consumer_lag{")).count() == 4 || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("skipflow_commits_total"), "{text}");
+    for l in text.lines().filter(|l| l.starts_with("skipflow_consumer_lag{")) {
+        assert!(l.ends_with(" 0"), "caught up, yet {l}");
+    }
+    assert!(
+        text.contains(&format!("skipflow_events{{class=\"read\"}} {}", recs.len())),
+        "{text}"
+    );
     unsafe { kill(child.id() as i32, 15) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
@@ -196,4 +221,15 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
 
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
 }

@@ -1,0 +1,87 @@
+//! Prometheus metrics of a continuous run, served on `--metrics-addr`
+//! (`GET /metrics`, text exposition format).
+
+use anyhow::{anyhow, Result};
+use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::Arc;
+
+/// The metrics skipflow exports.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Records read, by class (kept, duplicates, rejected, late, ...).
+    pub events: IntGaugeVec,
+    /// Messages behind the end of each partition at the last commit.
+    pub lag: IntGaugeVec,
+    pub commits: IntCounter,
+    pub last_commit_timestamp: Gauge,
+    pub last_commit_duration: Gauge,
+    pub partitions_published: IntCounter,
+    /// Days with listens in the state.
+    pub open_days: IntGauge,
+    /// Kafka errors seen (the source retries).
+    pub kafka_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Arc<Metrics>> {
+        let r = Registry::new_custom(Some("skipflow".into()), None)?;
+        let m = Metrics {
+            events: IntGaugeVec::new(
+                Opts::new("events", "records read by this process, by class"),
+                &["class"],
+            )?,
+            lag: IntGaugeVec::new(
+                Opts::new("consumer_lag", "messages after the checkpoint, per partition"),
+                &["partition"],
+            )?,
+            commits: IntCounter::new("commits_total", "commits (partitions published, then checkpoint)")?,
+            last_commit_timestamp: Gauge::new("last_commit_timestamp_seconds", "when the last commit finished")?,
+            last_commit_duration: Gauge::new("last_commit_duration_seconds", "how long the last commit took")?,
+            partitions_published: IntCounter::new("partitions_published_total", "partitions replaced by commits")?,
+            open_days: IntGauge::new("open_days", "days with listens held in the dataflow state")?,
+            kafka_errors: IntCounterVec::new(Opts::new("kafka_errors_total", "Kafka errors (retried)"), &["kind"])?,
+            registry: r,
+        };
+        m.registry.register(Box::new(m.events.clone()))?;
+        m.registry.register(Box::new(m.lag.clone()))?;
+        m.registry.register(Box::new(m.commits.clone()))?;
+        m.registry.register(Box::new(m.last_commit_timestamp.clone()))?;
+        m.registry.register(Box::new(m.last_commit_duration.clone()))?;
+        m.registry.register(Box::new(m.partitions_published.clone()))?;
+        m.registry.register(Box::new(m.open_days.clone()))?;
+        m.registry.register(Box::new(m.kafka_errors.clone()))?;
+        Ok(Arc::new(m))
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Serves `GET /metrics` on `addr` from a background thread.
+    pub fn serve(self: &Arc<Self>, addr: &str) -> Result<()> {
+        let server = tiny_http::Server::http(addr)
+            .map_err(|e| crate::cli::ConfigError(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
+        let m = self.clone();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for req in server.incoming_requests() {
+                    let resp = if req.url() == "/metrics" {
+                        tiny_http::Response::from_string(m.render()).with_header(
+                            "Content-Type: text/plain; version=0.0.4"
+                                .parse::<tiny_http::Header>()
+                                .expect("header"),
+                        )
+                    } else {
+                        tiny_http::Response::from_string("see /metrics").with_status_code(404)
+                    };
+                    let _ = req.respond(resp);
+                }
+            })
+            .map_err(|e| anyhow!("starting the metrics server: {e}"))?;
+        Ok(())
+    }
+}
