@@ -84,7 +84,7 @@ struct Shared {
     kept: Mutex<i64>,
     barrier: Barrier,
     staged: Mutex<Vec<Staged>>,
-    parts: Mutex<HashMap<(Table, i32), Vec<PartRows>>>,
+    parts: sink::Exchange,
     /// A worker failed: the others skip staging.
     failed: AtomicBool,
     /// What the Kafka readers read, per partition.
@@ -544,27 +544,12 @@ fn batch_worker(
         rss_mb = crate::report::rss_mb(),
         "rows collected"
     );
-    {
-        let mut parts = sh.parts.lock().expect("parts");
-        for (k, rows) in buckets {
-            parts.entry(k).or_default().push(rows);
-        }
-    }
+    sink::hand_over(&sh.parts, buckets);
     sh.barrier.wait();
     if sh.failed.load(Ordering::SeqCst) {
         return Ok(()); // another worker failed: nothing will be published
     }
-    let mine: Vec<((Table, i32), Vec<PartRows>)> = {
-        let mut parts = sh.parts.lock().expect("parts");
-        let keys: Vec<(Table, i32)> = parts
-            .keys()
-            .filter(|(t, d)| sink::owner(*t, *d, peers) == index)
-            .copied()
-            .collect();
-        keys.into_iter()
-            .map(|k| (k, parts.remove(&k).unwrap_or_default()))
-            .collect()
-    };
+    let mine = sink::take_owned(&sh.parts, index, peers);
     // Rows of rejected_events this run re-read (and so replaces).
     let read = sh.read.lock().expect("read ranges").clone();
     let reread = |r: &RejectRow| match plan {
@@ -577,12 +562,7 @@ fn batch_worker(
         }
     };
     let mut staged = Vec::new();
-    for ((table, day), chunks) in mine {
-        let mut chunks = chunks.into_iter();
-        let Some(mut rows) = chunks.next() else { continue };
-        for c in chunks {
-            rows.append(c);
-        }
+    for ((table, day), mut rows) in mine {
         if let PartRows::Rejected(new) = rows {
             // Keep published rows of sources this run did not read.
             let mut all = new;

@@ -19,7 +19,7 @@ use crate::dataflow::{self, Time};
 use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::Counts;
 use crate::schema::Table;
-use crate::sink::{self, publish, PartRows, Staged};
+use crate::sink::{self, publish, Staged};
 use crate::source::kafka::{KafkaInput, KafkaReader, Quiet};
 use anyhow::{anyhow, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -104,7 +104,7 @@ struct Shared {
     /// Reader positions per worker at each boundary epoch.
     positions: Mutex<BTreeMap<Time, BTreeMap<i32, i64>>>,
     changed: Mutex<HashSet<(Table, i32)>>,
-    parts: Mutex<HashMap<(Table, i32), Vec<PartRows>>>,
+    parts: sink::Exchange,
     staged: Mutex<Vec<Staged>>,
     failed: Mutex<Option<String>>,
     counts: Mutex<Counts>,
@@ -468,35 +468,16 @@ fn commit(
     let changed: HashSet<(Table, i32)> = sh.changed.lock().expect("changed").clone();
     if !replaying {
         let keep = |t: Table, d: i32| changed.contains(&(t, d));
-        let buckets = sink::collect_before(&mut h.traces, &keep, boundary);
-        let mut parts = sh.parts.lock().expect("parts");
-        for (k, rows) in buckets {
-            parts.entry(k).or_default().push(rows);
-        }
+        sink::hand_over(&sh.parts, sink::collect_before(&mut h.traces, &keep, boundary));
     }
     sh.barrier.wait();
     if !replaying {
-        let mine: Vec<((Table, i32), Vec<PartRows>)> = {
-            let mut parts = sh.parts.lock().expect("parts");
-            let keys: Vec<(Table, i32)> = parts
-                .keys()
-                .filter(|(t, d)| sink::owner(*t, *d, peers) == index)
-                .copied()
-                .collect();
-            keys.into_iter()
-                .map(|k| (k, parts.remove(&k).unwrap_or_default()))
-                .collect()
-        };
+        let mine = sink::take_owned(&sh.parts, index, peers);
         let staging = publish::state_dir(&cfg.output)
             .join("staging")
             .join(format!("commit-{boundary}"));
         let mut staged = Vec::new();
-        for ((_, day), chunks) in mine {
-            let mut it = chunks.into_iter();
-            let Some(mut rows) = it.next() else { continue };
-            for c in it {
-                rows.append(c);
-            }
+        for ((_, day), rows) in mine {
             staged.push(sink::stage_partition(&staging, day, rows, &sh.interner)?);
         }
         sh.staged.lock().expect("staged").extend(staged);

@@ -151,6 +151,38 @@ pub fn collect_before(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool
     b
 }
 
+/// Where workers hand each other their shares of partitions (in process).
+pub type Exchange = std::sync::Mutex<HashMap<(Table, i32), Vec<PartRows>>>;
+
+/// Adds this worker's shares to the exchange.
+pub fn hand_over(ex: &Exchange, buckets: Buckets) {
+    let mut parts = ex.lock().expect("partition exchange");
+    for (k, rows) in buckets {
+        parts.entry(k).or_default().push(rows);
+    }
+}
+
+/// Takes the partitions this worker owns, each share merged into one.
+pub fn take_owned(ex: &Exchange, index: usize, peers: usize) -> Vec<((Table, i32), PartRows)> {
+    let mut parts = ex.lock().expect("partition exchange");
+    let keys: Vec<(Table, i32)> = parts
+        .keys()
+        .filter(|(t, d)| owner(*t, *d, peers) == index)
+        .copied()
+        .collect();
+    let mut out = Vec::new();
+    for k in keys {
+        let mut shares = parts.remove(&k).unwrap_or_default().into_iter();
+        if let Some(mut rows) = shares.next() {
+            for s in shares {
+                rows.append(s);
+            }
+            out.push((k, rows));
+        }
+    }
+    out
+}
+
 /// The worker that writes partition (table, day).
 pub fn owner(table: Table, day: i32, peers: usize) -> usize {
     (day.rem_euclid(peers as i32) as usize + table as usize) % peers
