@@ -128,3 +128,25 @@ fn losing_data_is_loud() {
     std::io::Read::read_to_string(b.child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(err.contains("data lost"), "{err}");
 }
+
+/// `skipflow demo` (what `make demo` runs): embedded Kafka, a generated week,
+/// the batch job into ./out, and a summary that says where to look.
+#[test]
+fn demo_runs_the_whole_tour_into_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN).arg("demo").current_dir(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{}", text, String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("embedded Kafka") && text.contains("duckdb -c"), "{text}");
+    assert!(text.contains("Busiest user as of"), "{text}");
+    let t = output::read_tables(&dir.path().join("out"));
+    for table in [
+        "user_daily",
+        "user_track_daily",
+        "user_artist_daily",
+        "user_profile_28d",
+        "rejected_events",
+    ] {
+        assert!(t.contains_key(table), "demo wrote {table}");
+    }
+}
