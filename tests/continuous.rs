@@ -4,42 +4,17 @@
 
 mod common;
 
+use common::kafka::{produce, records, TOPIC};
 use common::output;
 use rand::{Rng, SeedableRng};
 use skipflow::batch::{self, BatchConfig, KafkaBatch};
 use skipflow::broker::EmbeddedKafka;
 use skipflow::continuous::{self, RunConfig, StartAt};
-use skipflow::generate::{generate, GenConfig, GenRecord};
-use skipflow::source::kafka::{EventProducer, KafkaInput};
+use skipflow::source::kafka::KafkaInput;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const TOPIC: &str = "listen-events";
-
-fn records(users: u32, days: u32, seed: u64) -> Vec<GenRecord> {
-    let mut v = Vec::new();
-    generate(
-        &GenConfig {
-            users,
-            days,
-            seed,
-            dirty: true,
-            ..GenConfig::default()
-        },
-        &mut |r| v.push(r),
-    );
-    v
-}
-
-fn produce(addr: &str, recs: &[GenRecord]) {
-    let mut p = EventProducer::new(addr, TOPIC, &Default::default()).unwrap();
-    for r in recs {
-        p.send(&r.key, r.value.as_deref(), r.arrival_ms).unwrap();
-    }
-    p.finish().unwrap();
-}
 
 /// Waits until the checkpoint reflects `total` records of the topic, after
 /// more than `after` commits.

@@ -5,92 +5,13 @@
 
 mod common;
 
+use common::kafka::{kafka_batch, produce, read_back, records, TOPIC};
 use common::reference::{self, RefConfig, RefRecord};
 use common::{harness, output};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use skipflow::batch::{self, BatchConfig, KafkaBatch};
 use skipflow::broker::EmbeddedKafka;
-use skipflow::generate::{generate, GenConfig, GenRecord};
-use skipflow::report::{InputRange, RunReport};
-use skipflow::source::kafka::{EventProducer, KafkaInput};
-use std::path::Path;
+use skipflow::generate::{GenConfig, GenRecord};
+use skipflow::report::InputRange;
 use std::time::Duration;
-
-const TOPIC: &str = "listen-events";
-
-fn records(users: u32, days: u32, seed: u64) -> Vec<GenRecord> {
-    let mut v = Vec::new();
-    generate(
-        &GenConfig {
-            users,
-            days,
-            seed,
-            dirty: true,
-            ..GenConfig::default()
-        },
-        &mut |r| v.push(r),
-    );
-    v
-}
-
-fn produce(k: &EmbeddedKafka, recs: &[GenRecord]) {
-    let mut p = EventProducer::new(k.bootstrap(), TOPIC, &Default::default()).unwrap();
-    for r in recs {
-        p.send(&r.key, r.value.as_deref(), r.arrival_ms).unwrap();
-    }
-    p.finish().unwrap();
-}
-
-/// Every message of the topic, as the reference takes them.
-fn read_back(bootstrap: &str, partitions: i32) -> Vec<RefRecord> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "test")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut eof = 0;
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while eof < partitions && std::time::Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(RefRecord {
-                source: TOPIC.into(),
-                partition: m.partition(),
-                offset: m.offset(),
-                message_ts: m.timestamp().to_millis(),
-                value: m.payload().map(|p| p.to_vec()),
-            }),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-            _ => {}
-        }
-    }
-    assert_eq!(eof, partitions, "read the whole topic back");
-    out
-}
-
-fn kafka_batch(bootstrap: &str, out: &Path, range: Option<(i32, i32)>, workers: usize) -> anyhow::Result<RunReport> {
-    let cfg = BatchConfig {
-        output: out.to_path_buf(),
-        inputs: vec![],
-        kafka: Some(KafkaBatch {
-            input: KafkaInput::new(bootstrap, TOPIC),
-            skew_ms: 3_600_000,
-        }),
-        range,
-        workers,
-        progress: false,
-    };
-    batch::run(&cfg).map(|o| o.report)
-}
 
 fn today() -> i32 {
     skipflow::dates::today()
@@ -115,7 +36,7 @@ fn kafka_equals_reference_and_file_input_for_partitions_and_workers() {
     for (partitions, workers) in [(1, 1), (3, 4), (8, 1), (8, 4)] {
         let k = EmbeddedKafka::start(None).unwrap();
         k.create_topic(TOPIC, partitions).unwrap();
-        produce(&k, &recs);
+        produce(k.bootstrap(), &recs);
         let out = dir.path().join(format!("kafka-{partitions}-{workers}"));
         let report = kafka_batch(k.bootstrap(), &out, None, workers).unwrap();
         let read = read_back(k.bootstrap(), partitions);
@@ -152,7 +73,7 @@ fn ranges_start_at_from_minus_skew_and_reruns_pick_up_late_events() {
         .iter()
         .position(|r| r.arrival_ms >= (day as i64 + 1) * 86_400_000 + 3_600_000)
         .unwrap();
-    produce(&k, &recs[..cut]);
+    produce(k.bootstrap(), &recs[..cut]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let r1 = kafka_batch(k.bootstrap(), &out, Some((day, day)), 2).unwrap();
@@ -202,7 +123,7 @@ fn ranges_start_at_from_minus_skew_and_reruns_pick_up_late_events() {
     }
 
     // Late events arrive; a rerun includes them.
-    produce(&k, &recs[cut..]);
+    produce(k.bootstrap(), &recs[cut..]);
     let r2 = kafka_batch(k.bootstrap(), &out, Some((day, day)), 2).unwrap();
     let read: Vec<RefRecord> = read_back(k.bootstrap(), 3)
         .into_iter()
@@ -243,7 +164,7 @@ fn null_and_one_megabyte_values_are_rejected_and_the_run_goes_on() {
             arrival_ms: t,
         },
     );
-    produce(&k, &recs);
+    produce(k.bootstrap(), &recs);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let report = kafka_batch(k.bootstrap(), &out, None, 2).unwrap();
@@ -270,7 +191,7 @@ fn a_broker_down_at_start_and_back_later_gives_the_same_tables() {
     let recs = records(400, 2, 9);
     let k = EmbeddedKafka::start(None).unwrap();
     k.create_topic(TOPIC, 4).unwrap();
-    produce(&k, &recs);
+    produce(k.bootstrap(), &recs);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let bootstrap = k.bootstrap().to_string();
@@ -299,7 +220,7 @@ fn a_broker_dropping_while_reading_either_finishes_correctly_or_publishes_nothin
     let recs = records(1500, 2, 13);
     let k = EmbeddedKafka::start(None).unwrap();
     k.create_topic(TOPIC, 8).unwrap();
-    produce(&k, &recs);
+    produce(k.bootstrap(), &recs);
     let expected = reference::reference(
         &read_back(k.bootstrap(), 8),
         &RefConfig {

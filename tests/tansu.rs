@@ -5,23 +5,17 @@
 
 mod common;
 
+use common::kafka::{kafka_batch, produce, read_back, records, TOPIC};
 use common::reference::{self, RefConfig, RefRecord};
 use common::{harness, output};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use skipflow::batch::{self, BatchConfig, KafkaBatch};
-use skipflow::generate::{generate, GenConfig, GenRecord};
-use skipflow::report::{InputRange, RunReport};
-use skipflow::source::kafka::{EventProducer, KafkaInput};
-use std::path::{Path, PathBuf};
+use skipflow::generate::GenConfig;
+use skipflow::report::InputRange;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const TOPIC: &str = "listen-events";
 
 fn tansu_binary() -> PathBuf {
     if let Ok(p) = std::env::var("SKIPFLOW_TANSU") {
@@ -93,75 +87,6 @@ fn create_topic(addr: &str, partitions: i32) {
     }
 }
 
-fn records(users: u32, days: u32, seed: u64) -> Vec<GenRecord> {
-    let mut v = Vec::new();
-    generate(
-        &GenConfig {
-            users,
-            days,
-            seed,
-            dirty: true,
-            ..GenConfig::default()
-        },
-        &mut |r| v.push(r),
-    );
-    v
-}
-
-fn produce(addr: &str, recs: &[GenRecord]) {
-    let mut p = EventProducer::new(addr, TOPIC, &Default::default()).unwrap();
-    for r in recs {
-        p.send(&r.key, r.value.as_deref(), r.arrival_ms).unwrap();
-    }
-    p.finish().unwrap();
-}
-
-fn read_back(addr: &str, partitions: i32) -> Vec<RefRecord> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "test")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let (mut eof, mut out) = (0, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while eof < partitions && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(RefRecord {
-                source: TOPIC.into(),
-                partition: m.partition(),
-                offset: m.offset(),
-                message_ts: m.timestamp().to_millis(),
-                value: m.payload().map(|p| p.to_vec()),
-            }),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-            _ => {}
-        }
-    }
-    assert_eq!(eof, partitions, "read the whole topic back");
-    out
-}
-
-fn kafka_batch(addr: &str, out: &Path, range: Option<(i32, i32)>, workers: usize) -> RunReport {
-    let cfg = BatchConfig {
-        output: out.to_path_buf(),
-        inputs: vec![],
-        kafka: Some(KafkaBatch {
-            input: KafkaInput::new(addr, TOPIC),
-            skew_ms: 3_600_000,
-        }),
-        range,
-        workers,
-        progress: false,
-    };
-    batch::run(&cfg).expect("batch from tansu").report
-}
-
 #[test]
 fn batch_from_tansu_equals_reference_file_input_and_finds_range_starts() {
     let t = start_tansu();
@@ -192,7 +117,7 @@ fn batch_from_tansu_equals_reference_file_input_and_finds_range_starts() {
     );
     for workers in [1, 4] {
         let out = dir.path().join(format!("tansu-{workers}"));
-        let report = kafka_batch(&t.addr, &out, None, workers);
+        let report = kafka_batch(&t.addr, &out, None, workers).expect("batch from tansu");
         harness::assert_counts(&report, &expected);
         harness::assert_tables(&out, &expected.tables);
         if let Some(d) = output::diff(
@@ -210,7 +135,7 @@ fn batch_from_tansu_equals_reference_file_input_and_finds_range_starts() {
     let day = GenConfig::default().start_day + 1;
     let from_ms = day as i64 * 86_400_000 - 3_600_000;
     let out = dir.path().join("range");
-    let report = kafka_batch(&t.addr, &out, Some((day, day)), 2);
+    let report = kafka_batch(&t.addr, &out, Some((day, day)), 2).expect("batch from tansu");
     for input in &report.inputs {
         let InputRange::Kafka {
             partition,
