@@ -126,10 +126,7 @@ fn duration(flag: &str, v: Option<String>, default: &str) -> Result<std::time::D
 /// Resolves `run` flags and job file into a continuous-run configuration.
 pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
     use crate::continuous::{RunConfig, StartAt};
-    let job = match &a.job {
-        Some(p) => JobFile::load(p)?,
-        None => JobFile::default(),
-    };
+    let job = JobFile::load_opt(a.job.as_deref())?;
     let output = a
         .output
         .clone()
@@ -258,6 +255,11 @@ pub struct JobFile {
 }
 
 impl JobFile {
+    /// The job file given with `--job`, or an empty one.
+    pub fn load_opt(path: Option<&Path>) -> Result<JobFile> {
+        path.map_or_else(|| Ok(JobFile::default()), JobFile::load)
+    }
+
     pub fn load(path: &Path) -> Result<JobFile> {
         let text =
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read job file {}: {e}", path.display())))?;
@@ -282,10 +284,7 @@ pub fn default_workers(w: Option<usize>) -> Result<usize> {
 
 /// Resolves `batch` flags and job file into a batch configuration.
 pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
-    let job = match &a.job {
-        Some(p) => JobFile::load(p)?,
-        None => JobFile::default(),
-    };
+    let job = JobFile::load_opt(a.job.as_deref())?;
     let output = a
         .output
         .clone()

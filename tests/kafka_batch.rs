@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::kafka::{kafka_batch, produce, read_back, records, TOPIC};
+use common::kafka::{assert_range_starts, kafka_batch, produce, read_back, records, TOPIC};
 use common::reference::{self, RefConfig, RefRecord};
 use common::{harness, output};
 use skipflow::broker::EmbeddedKafka;
@@ -81,23 +81,7 @@ fn ranges_start_at_from_minus_skew_and_reruns_pick_up_late_events() {
     // Start offsets: the first message at or after FROM minus the skew (the mock
     // broker cannot answer offsets-for-times; the job must find them anyway).
     let all = read_back(k.bootstrap(), 3);
-    for input in &r1.inputs {
-        let InputRange::Kafka {
-            partition,
-            start_offset,
-            ..
-        } = input
-        else {
-            panic!("kafka input")
-        };
-        let first = all
-            .iter()
-            .filter(|m| m.partition == *partition && m.message_ts.unwrap() >= from_ms)
-            .map(|m| m.offset)
-            .min()
-            .unwrap_or_else(|| all.iter().filter(|m| m.partition == *partition).count() as i64);
-        assert_eq!(*start_offset, first, "partition {partition}");
-    }
+    assert_range_starts(&r1, &all, from_ms);
     let read: Vec<RefRecord> = all.into_iter().filter(|m| m.message_ts.unwrap() >= from_ms).collect();
     let expected = reference::reference(
         &read,

@@ -5,14 +5,13 @@
 
 mod common;
 
-use common::kafka::{kafka_batch, produce, read_back, records, TOPIC};
+use common::kafka::{assert_range_starts, kafka_batch, produce, read_back, records, TOPIC};
 use common::reference::{self, RefConfig, RefRecord};
 use common::{harness, output};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use skipflow::generate::GenConfig;
-use skipflow::report::InputRange;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,23 +135,7 @@ fn batch_from_tansu_equals_reference_file_input_and_finds_range_starts() {
     let from_ms = day as i64 * 86_400_000 - 3_600_000;
     let out = dir.path().join("range");
     let report = kafka_batch(&t.addr, &out, Some((day, day)), 2).expect("batch from tansu");
-    for input in &report.inputs {
-        let InputRange::Kafka {
-            partition,
-            start_offset,
-            ..
-        } = input
-        else {
-            panic!("kafka input")
-        };
-        let first = all
-            .iter()
-            .filter(|m| m.partition == *partition && m.message_ts.unwrap() >= from_ms)
-            .map(|m| m.offset)
-            .min()
-            .unwrap();
-        assert_eq!(*start_offset, first, "partition {partition}");
-    }
+    assert_range_starts(&report, &all, from_ms);
     let read: Vec<RefRecord> = all.into_iter().filter(|m| m.message_ts.unwrap() >= from_ms).collect();
     let expected = reference::reference(
         &read,

@@ -88,3 +88,25 @@ pub fn kafka_batch(addr: &str, out: &Path, range: Option<(i32, i32)>, workers: u
     };
     batch::run(&cfg).map(|o| o.report)
 }
+
+/// Asserts each partition's reported start offset is the first message at or
+/// after `from_ms` (or the partition's end when there is none).
+pub fn assert_range_starts(report: &RunReport, all: &[RefRecord], from_ms: i64) {
+    for input in &report.inputs {
+        let skipflow::report::InputRange::Kafka {
+            partition,
+            start_offset,
+            ..
+        } = input
+        else {
+            panic!("kafka input")
+        };
+        let first = all
+            .iter()
+            .filter(|m| m.partition == *partition && m.message_ts.unwrap() >= from_ms)
+            .map(|m| m.offset)
+            .min()
+            .unwrap_or_else(|| all.iter().filter(|m| m.partition == *partition).count() as i64);
+        assert_eq!(*start_offset, first, "partition {partition}");
+    }
+}
