@@ -3,32 +3,54 @@
 //! that changed are replaced with their full contents as of the commit
 //! epoch, read from the arranged outputs, then the checkpoint is written.
 //!
-//! First slice of issue 4: commits, checkpoint and recovery by replay from
-//! the first start position, graceful stop. Not yet: finalization
-//! (`_SUCCESS`, released state, `late_events`), metrics, consumer-group
-//! offset commits.
-//!
 //! Time: a clock thread advances a shared epoch every `epoch`; commit
 //! boundaries are every `commit_interval` and, on SIGINT/SIGTERM, one final
 //! boundary. A worker records its reader positions when its input crosses
-//! a boundary, so the checkpoint of boundary E names exactly the records
-//! reflected in the outputs of times before E.
+//! a boundary, and commits right away, before it reads anything more: the
+//! checkpoint of boundary E names exactly the records reflected in the
+//! outputs of times before E, and a decision taken in the commit (which days
+//! are final) applies to exactly the records after those positions.
+//!
+//! Finalization (semantics.md): the watermark is the smallest, over the
+//! partitions that are not caught up, of the largest message timestamp read
+//! (never below what it was). Day D is final once the watermark passes
+//! end(D) + `finalize_after`; the commit that decides it publishes D's last
+//! changes, writes the checkpoint, then `_SUCCESS` into D's partitions. Then
+//! D's state is released: its listens are retracted from the dataflow, and
+//! its daily aggregates, while a 28-day window of an open day still needs
+//! them, come back from its published Parquet as `prior` input, which makes
+//! the retraction invisible to the profile. A listen for a final day goes to
+//! `late_events` (merged by event id) and changes nothing else.
+//!
+//! Recovery: the checkpoint holds the offsets the outputs reflect, the last
+//! final day, and `replay_from`, the earliest offsets the open days' state
+//! needs. A restart loads the window days before the open ones from Parquet
+//! and replays from `replay_from`; records before the checkpoint offsets are
+//! neither counted again nor re-published, records of final days before them
+//! are skipped (they are in the published tables or in `late_events`), and
+//! nothing is published until the checkpoint offsets are reached again.
 
-use crate::batch::Feeder;
-use crate::dataflow::{self, Time};
+use crate::dataflow::{self, LateRow, ListenTrace, RejectRow, Time};
+use crate::decode::{self, Reject, MAX_VALUE_BYTES};
 use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::Counts;
 use crate::schema::Table;
-use crate::sink::{self, publish, Staged};
-use crate::source::kafka::{KafkaInput, KafkaReader, Quiet};
+use crate::sink::{self, publish, PartRows, Staged};
+use crate::source::kafka::{KafkaInput, KafkaReader, PartitionState, Quiet};
+use crate::source::RawRecord;
 use anyhow::{anyhow, Context, Result};
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::TraceReader;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
+use timely::progress::frontier::{Antichain, AntichainRef};
 
 /// Where a first start begins reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,10 +82,26 @@ pub struct Checkpoint {
     pub topic: String,
     /// Next offset per partition that the published outputs reflect.
     pub offsets: BTreeMap<i32, i64>,
-    /// Where this output directory's state starts: a restart replays from here.
+    /// Where a restart replays from: the earliest offsets the open days need.
     pub replay_from: BTreeMap<i32, i64>,
     pub commits: u64,
     pub committed_at: String,
+    /// The finalization watermark (epoch ms): never decreases.
+    #[serde(default)]
+    pub watermark_ms: Option<i64>,
+    /// Days up to this one are final: `_SUCCESS`, state released, later
+    /// listens go to `late_events`.
+    #[serde(default, with = "crate::dates::opt_day")]
+    pub final_through: Option<i32>,
+    /// The as-of days of `user_profile_28d`: first day seen to latest listen day.
+    #[serde(default, with = "crate::dates::opt_day")]
+    pub first_day: Option<i32>,
+    #[serde(default, with = "crate::dates::opt_day")]
+    pub last_day: Option<i32>,
+    /// Records counted since the output directory's first start (`kept`
+    /// holds the listens of final days; the open days' come from the state).
+    #[serde(default)]
+    pub counts: Counts,
 }
 
 fn checkpoint_path(out: &Path) -> PathBuf {
@@ -93,6 +131,43 @@ fn write_checkpoint(out: &Path, c: &Checkpoint) -> Result<()> {
     Ok(())
 }
 
+/// The last final day for a watermark: D is final once the watermark is
+/// past the end of D (midnight after it) plus `finalize_after`.
+pub fn final_day(watermark_ms: i64, finalize_after_ms: i64) -> i32 {
+    let x = watermark_ms.saturating_sub(finalize_after_ms);
+    // (D + 1) * MS_PER_DAY < x  <=>  D <= floor((x - 1) / MS_PER_DAY) - 1
+    ((x - 1).div_euclid(decode::MS_PER_DAY) - 1).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// The watermark of the partitions' states: the smallest latest message
+/// timestamp of the partitions that still have unread messages (caught-up
+/// partitions do not hold it back; one that has read nothing yet holds it at
+/// nothing), and never beyond the largest timestamp read.
+pub fn watermark(states: &[PartitionState]) -> Option<i64> {
+    let newest = states.iter().filter_map(|s| s.latest_ts).max()?;
+    let mut wm = newest;
+    for s in states.iter().filter(|s| !s.caught_up) {
+        wm = wm.min(s.latest_ts?);
+    }
+    Some(wm)
+}
+
+/// What a commit gathers from every worker.
+#[derive(Default)]
+struct Gathered {
+    changed: HashSet<(Table, i32)>,
+    counts: Counts,
+    /// Kept listens per day, as of the boundary.
+    kept_days: BTreeMap<i32, i64>,
+    states: Vec<PartitionState>,
+    /// First offset of a listen of an open day, per (day, partition).
+    first_off: BTreeMap<(i32, i32), i64>,
+    /// Records counted, per second of message timestamp (freshness).
+    arrivals: BTreeMap<i64, u64>,
+    sizes: BTreeMap<&'static str, i64>,
+    kafka_errors: u64,
+}
+
 /// Shared by the workers and the clock.
 struct Shared {
     interner: Arc<Interner>,
@@ -103,79 +178,276 @@ struct Shared {
     barrier: Barrier,
     /// Reader positions per worker at each boundary epoch.
     positions: Mutex<BTreeMap<Time, BTreeMap<i32, i64>>>,
+    /// Partitions changed since the last published commit.
     changed: Mutex<HashSet<(Table, i32)>>,
+    gathered: Mutex<Gathered>,
     parts: sink::Exchange,
     staged: Mutex<Vec<Staged>>,
     failed: Mutex<Option<String>>,
-    counts: Mutex<Counts>,
-    /// Offsets a restart must reach before publishing again (replay).
+    /// Offsets the published outputs reflected when this process started.
     resume: BTreeMap<i32, i64>,
     checkpoint: Mutex<Checkpoint>,
+    /// The last final day (`i32::MIN`: none), read by the feeders.
+    final_through: AtomicI32,
+    /// The as-of range (first, last day), and its bounds for a lock-free check.
+    as_of: Mutex<Option<(i32, i32)>>,
+    as_of_lo: AtomicI32,
+    as_of_hi: AtomicI32,
     source: Id,
     run_day: i32,
     commits: AtomicU32,
-    /// Kept listens over all workers (current state).
-    kept: Mutex<i64>,
-    /// Kept listens per day, per worker (for the open-days metric).
-    kept_days: Mutex<HashMap<usize, BTreeMap<i32, i64>>>,
+    kafka_errors_reported: AtomicU64,
     started: chrono::DateTime<chrono::Utc>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Commits consumer-group offsets after each checkpoint (lag dashboards).
     committer: BaseConsumer<Quiet>,
 }
 
+impl Shared {
+    fn fail(&self, e: anyhow::Error) {
+        self.failed
+            .lock()
+            .expect("failed")
+            .get_or_insert_with(|| format!("{e:#}"));
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    fn failed(&self) -> bool {
+        self.failed.lock().expect("failed").is_some()
+    }
+    fn final_through(&self) -> Option<i32> {
+        Some(self.final_through.load(Ordering::SeqCst)).filter(|d| *d != i32::MIN)
+    }
+}
+
+/// Turns one worker's records into dataflow input, `rejected_events` rows
+/// and `late_events` rows, counting what the checkpoint does not yet reflect.
+struct Feeder {
+    interner: Arc<Interner>,
+    cache: EventIdCache,
+    source: Id,
+    run_day: i32,
+    /// The checkpoint offsets at start: records before them were counted
+    /// and published by an earlier process.
+    resume: HashMap<i32, i64>,
+    final_through: i32,
+    counts: Counts,
+    rejected: Vec<(i32, RejectRow)>,
+    late: Vec<(i32, LateRow)>,
+    first_off: BTreeMap<(i32, i32), i64>,
+    arrivals: BTreeMap<i64, u64>,
+}
+
+impl Feeder {
+    fn feed(&mut self, rec: RawRecord<'_>, h: &mut dataflow::Handles, sh: &Shared) {
+        let fresh = rec.offset >= self.resume.get(&rec.partition).copied().unwrap_or(i64::MIN);
+        if fresh {
+            self.counts.read += 1;
+            if let Some(ts) = rec.message_ts {
+                *self.arrivals.entry(ts.div_euclid(1000)).or_insert(0) += 1;
+            }
+        }
+        let value = rec.value.unwrap_or(&[]);
+        let decoded = if rec.value.is_none() {
+            Err(Reject::InvalidJson)
+        } else {
+            decode::decode(value)
+        };
+        match decoded {
+            Err(reason) => {
+                if fresh {
+                    self.counts.reject(reason);
+                    let day = rec.message_ts.map(decode::day_of).unwrap_or(self.run_day);
+                    self.rejected.push((
+                        day,
+                        RejectRow {
+                            source: self.source,
+                            partition: rec.partition,
+                            offset: rec.offset,
+                            message_ts: rec.message_ts,
+                            reason,
+                            raw: value[..value.len().min(MAX_VALUE_BYTES)].to_vec(),
+                        },
+                    ));
+                }
+            }
+            Ok(e) => {
+                let day = e.day();
+                if day <= self.final_through {
+                    if fresh {
+                        self.counts.late += 1;
+                        self.late.push((day, LateRow::new(&e, rec.message_ts)));
+                    }
+                    return;
+                }
+                self.first_off.entry((day, rec.partition)).or_insert(rec.offset);
+                if day < sh.as_of_lo.load(Ordering::Relaxed) || day > sh.as_of_hi.load(Ordering::Relaxed) {
+                    extend_as_of(sh, day, self.final_through, &mut |d| h.as_of.update(d, 1));
+                }
+                let eid = self.cache.get(&self.interner, day).intern(&e.event_id);
+                let l = dataflow::Listen {
+                    time: dataflow::TimeType::new(e.ts, e.skip),
+                    user: self.interner.name(&e.user_id),
+                    track: self.interner.name(&e.track_id),
+                    artist: self.interner.name(&e.artist_id),
+                    ms_played: e.ms_played as u32,
+                    duration: e.track_duration_ms as u32,
+                };
+                h.listens.update(((day, eid), l), 1);
+            }
+        }
+    }
+}
+
+/// Widens the as-of range to `day`, adding each new open as-of day exactly once.
+fn extend_as_of(sh: &Shared, day: i32, final_through: i32, add: &mut dyn FnMut(i32)) {
+    let mut r = sh.as_of.lock().expect("as-of range");
+    let (lo, hi) = match *r {
+        None => {
+            add(day);
+            (day, day)
+        }
+        Some((lo, hi)) => {
+            for d in day..lo {
+                add(d);
+            }
+            for d in (hi + 1).max(final_through.saturating_add(1))..=day {
+                add(d);
+            }
+            (lo.min(day), hi.max(day))
+        }
+    };
+    *r = Some((lo, hi));
+    sh.as_of_lo.store(lo, Ordering::Relaxed);
+    sh.as_of_hi.store(hi, Ordering::Relaxed);
+}
+
+/// Updates held by an arrangement (this worker's share).
+fn trace_len<K, V>(t: &TraceAgent<ValSpine<K, V, Time, dataflow::Diff>>) -> i64
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    use differential_dataflow::trace::implementations::spine_fueled::SpineBatch;
+    let mut n = 0i64;
+    t.map_spans(|s| {
+        if let Some(b) = &s.inner {
+            n += b.len() as i64;
+        }
+    });
+    n
+}
+
+/// Lets an arrangement forget the distinctions between times before `at`.
+fn compact<Tr: TraceReader<Time = Time>>(t: &mut Tr, at: Time) {
+    t.set_logical_compaction(AntichainRef::new(&[at]));
+    t.set_physical_compaction(AntichainRef::new(&[at]));
+}
+
+/// Retracts every listen of days `from..=to` held in this worker's share of
+/// the arranged input.
+fn retract_listens(
+    trace: &mut ListenTrace,
+    from: i32,
+    to: i32,
+    input: &mut differential_dataflow::input::InputSession<Time, ((i32, Id), dataflow::Listen), dataflow::Diff>,
+) -> usize {
+    let Some(batches) = trace.batches_through(Antichain::<Time>::new().borrow()) else {
+        return 0;
+    };
+    let (mut cursor, storage) = cursor_list(batches);
+    cursor.seek_key(&storage, &(from, 0));
+    let mut n = 0;
+    while cursor.key_valid(&storage) {
+        let k = *cursor.key(&storage);
+        if k.0 > to {
+            break;
+        }
+        while cursor.val_valid(&storage) {
+            let mut c: dataflow::Diff = 0;
+            cursor.map_times(&storage, |_, d| c += *d);
+            if c != 0 {
+                input.update((k, *cursor.val(&storage)), -c);
+                n += 1;
+            }
+            cursor.step_val(&storage);
+        }
+        cursor.step_key(&storage);
+    }
+    n
+}
+
 /// Consumer-group offsets (for lag dashboards only: the checkpoint is the
 /// truth) and metrics, once a checkpoint is written.
-fn after_checkpoint(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, published: usize, started: Instant) {
+fn after_checkpoint(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, g: &Gathered, published: usize, started: Instant) {
     let m = &sh.metrics;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for (p, o) in &ck.offsets {
         let _ = tpl.add_partition_offset(&cfg.kafka.topic, *p, rdkafka::Offset::Offset(*o));
-        if let Ok((_, high)) = sh
-            .committer
-            .fetch_watermarks(&cfg.kafka.topic, *p, Duration::from_secs(2))
-        {
-            m.lag.with_label_values(&[&p.to_string()]).set((high - o).max(0));
+    }
+    for s in &g.states {
+        // The reader's own position when it is caught up; else ask the broker.
+        let lag = if s.caught_up {
+            Some(0)
+        } else {
+            sh.committer
+                .fetch_watermarks(&cfg.kafka.topic, s.partition, Duration::from_millis(500))
+                .ok()
+                .map(|(_, high)| (high - s.position).max(0))
+        };
+        if let Some(l) = lag {
+            m.lag.with_label_values(&[&s.partition.to_string()]).set(l);
         }
     }
     if let Err(e) = sh.committer.commit(&tpl, CommitMode::Async) {
         tracing::debug!("committing consumer-group offsets: {e}");
         m.kafka_errors.with_label_values(&["offset_commit"]).inc();
     }
-    let c = sh.counts.lock().expect("counts").clone();
-    let kept = (*sh.kept.lock().expect("kept")).max(0);
+    let c = &ck.counts;
     for (class, v) in [
-        ("read", c.read as i64),
-        ("kept", kept),
-        ("duplicates", c.read as i64 - c.rejected as i64 - c.late as i64 - kept),
-        ("rejected", c.rejected as i64),
-        ("late", c.late as i64),
+        ("read", c.read),
+        ("kept", c.kept),
+        ("duplicates", c.duplicates),
+        ("rejected", c.rejected),
+        ("late", c.late),
     ] {
-        m.events.with_label_values(&[class]).set(v);
+        m.events.with_label_values(&[class]).set(v as i64);
     }
-    let mut days: BTreeMap<i32, i64> = BTreeMap::new();
-    for per in sh.kept_days.lock().expect("kept days").values() {
-        for (d, n) in per {
-            *days.entry(*d).or_insert(0) += n;
+    let last_final = ck.final_through.unwrap_or(i32::MIN);
+    m.open_days
+        .set(g.kept_days.iter().filter(|(d, n)| **d > last_final && **n > 0).count() as i64);
+    for (name, n) in &g.sizes {
+        m.arrangement_records.with_label_values(&[name]).set(*n);
+    }
+    if let Some(w) = ck.watermark_ms {
+        m.watermark.set(w as f64 / 1000.0);
+    }
+    if let Some(d) = ck.final_through {
+        m.final_through.set((d as i64 + 1) as f64 * 86_400.0);
+    }
+    let prev = sh.kafka_errors_reported.swap(g.kafka_errors, Ordering::SeqCst);
+    if g.kafka_errors > prev {
+        m.kafka_errors
+            .with_label_values(&["consumer"])
+            .inc_by(g.kafka_errors - prev);
+    }
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    for (sec, n) in &g.arrivals {
+        let f = (now - *sec as f64 - 0.5).max(0.0);
+        for _ in 0..*n {
+            m.freshness.observe(f);
         }
     }
-    m.open_days.set(days.values().filter(|n| **n > 0).count() as i64);
+    m.rss.set((crate::report::rss_mb() << 20) as i64);
     m.commits.inc();
     m.partitions_published.inc_by(published as u64);
-    m.last_commit_timestamp
-        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    m.last_commit_timestamp.set(now);
     m.last_commit_duration.set(started.elapsed().as_secs_f64());
 }
 
-/// The run report of one commit: what this process read since it started,
-/// the accounting identity, and the partitions this commit replaced.
+/// The run report of one commit: counts since the output's first start, the
+/// accounting identity, and the partitions this commit replaced.
 fn write_commit_report(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, staged: &[Staged], t: Instant) -> Result<()> {
     use crate::report::{InputRange, RunReport, TableWrite};
-    let mut counts = sh.counts.lock().expect("counts").clone();
-    counts.kept = (*sh.kept.lock().expect("kept")).max(0) as u64;
-    counts.duplicates = counts
-        .read
-        .saturating_sub(counts.rejected + counts.out_of_range + counts.late + counts.kept);
     let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
     for s in staged {
         let w = tables.entry(s.table.name().to_string()).or_default();
@@ -196,14 +468,14 @@ fn write_commit_report(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, staged: &[
         inputs: ck
             .offsets
             .iter()
-            .map(|(p, o)| InputRange::Kafka {
+            .map(|(p, o)| crate::report::InputRange::Kafka {
                 topic: ck.topic.clone(),
                 partition: *p,
                 start_offset: ck.replay_from.get(p).copied().unwrap_or(0),
                 end_offset: *o,
             })
-            .collect(),
-        counts,
+            .collect::<Vec<InputRange>>(),
+        counts: ck.counts.clone(),
         tables,
         missing_window_days: vec![],
     };
@@ -242,6 +514,35 @@ fn starts(cfg: &RunConfig, ck: &Option<Checkpoint>) -> Result<BTreeMap<i32, i64>
         .collect())
 }
 
+/// Tables whose partitions of a final day carry `_SUCCESS`.
+const FINAL_TABLES: [Table; 5] = [
+    Table::UserDaily,
+    Table::UserTrackDaily,
+    Table::UserArtistDaily,
+    Table::UserProfile28d,
+    Table::RejectedEvents,
+];
+
+/// Adds `_SUCCESS` to every published partition of days `from..=to` that lacks it.
+fn mark_final(out: &Path, from: i32, to: i32) -> Result<usize> {
+    let mut n = 0;
+    for t in FINAL_TABLES {
+        for d in publish::published_days(out, t)? {
+            if d < from || d > to {
+                continue;
+            }
+            let dir = out.join(t.name()).join(sink::partition_dir(d));
+            let marker = dir.join("_SUCCESS");
+            if !marker.exists() {
+                std::fs::File::create(&marker)?.sync_all()?;
+                std::fs::File::open(&dir)?.sync_all()?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Runs until SIGINT/SIGTERM (or `stop` is set), then commits and returns.
 pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     std::fs::create_dir_all(&cfg.output)
@@ -250,7 +551,15 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     publish::clean_staging(&cfg.output)?;
     let ck = read_checkpoint(&cfg.output)?;
     let replay_from = starts(cfg, &ck)?;
-    let resume = ck.as_ref().map(|c| c.offsets.clone()).unwrap_or_default();
+    let ck = ck.unwrap_or(Checkpoint {
+        topic: cfg.kafka.topic.clone(),
+        replay_from: replay_from.clone(),
+        ..Default::default()
+    });
+    if let Some(f) = ck.final_through {
+        // A crash may have come between the checkpoint and the markers.
+        mark_final(&cfg.output, i32::MIN, f)?;
+    }
     let workers = cfg.workers.max(1);
     let interner = Interner::new();
     let source = interner.name(&cfg.kafka.topic);
@@ -259,6 +568,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         metrics.serve(addr)?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
+    let as_of = ck.first_day.zip(ck.last_day);
     let shared = Arc::new(Shared {
         interner,
         epoch: AtomicU32::new(1),
@@ -267,26 +577,30 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         barrier: Barrier::new(workers),
         positions: Mutex::new(BTreeMap::new()),
         changed: Mutex::new(HashSet::new()),
+        gathered: Mutex::new(Gathered::default()),
         parts: Mutex::new(HashMap::new()),
         staged: Mutex::new(Vec::new()),
         failed: Mutex::new(None),
-        counts: Mutex::new(Counts::default()),
-        resume,
-        checkpoint: Mutex::new(ck.unwrap_or(Checkpoint {
-            topic: cfg.kafka.topic.clone(),
-            replay_from: replay_from.clone(),
-            ..Default::default()
-        })),
+        resume: ck.offsets.clone(),
+        final_through: AtomicI32::new(ck.final_through.unwrap_or(i32::MIN)),
+        as_of: Mutex::new(as_of),
+        as_of_lo: AtomicI32::new(as_of.map_or(i32::MAX, |r| r.0)),
+        as_of_hi: AtomicI32::new(as_of.map_or(i32::MIN, |r| r.1)),
+        checkpoint: Mutex::new(ck),
         source,
         run_day: crate::dates::today(),
         commits: AtomicU32::new(0),
-        kept: Mutex::new(0),
-        kept_days: Mutex::new(HashMap::new()),
+        kafka_errors_reported: AtomicU64::new(0),
         started: chrono::Utc::now(),
         metrics,
         committer: cfg.kafka.consumer()?,
     });
-    tracing::info!(topic = %cfg.kafka.topic, ?replay_from, "continuous run starting");
+    tracing::info!(
+        topic = %cfg.kafka.topic,
+        ?replay_from,
+        final_through = ?shared.final_through().map(crate::dates::day_to_string),
+        "continuous run starting"
+    );
 
     // The clock: epochs, and the final boundary on stop.
     let clock = {
@@ -316,11 +630,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let r = run_worker(worker, &cfg2, &sh, &replay, per_commit);
         if let Err(e) = &r {
-            sh.failed
-                .lock()
-                .expect("failed")
-                .get_or_insert_with(|| format!("{e:#}"));
-            sh.stop.store(true, Ordering::SeqCst);
+            sh.fail(anyhow!("{e:#}"));
         }
         r.map_err(|e| format!("{e:#}"))
     })
@@ -328,6 +638,9 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     let results = guards.join();
     shared.stop.store(true, Ordering::SeqCst);
     let _ = clock.join();
+    if let Some(e) = shared.failed.lock().expect("failed").clone() {
+        return Err(anyhow!("{e}"));
+    }
     for r in results {
         match r {
             Ok(Ok(())) => {}
@@ -336,6 +649,26 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         }
     }
     Ok(shared.commits.load(Ordering::SeqCst) as u64)
+}
+
+/// Window days before the first open day come from the published tables.
+fn load_prior(
+    out: &Path,
+    days: std::ops::RangeInclusive<i32>,
+    index: usize,
+    peers: usize,
+    sign: dataflow::Diff,
+    sh: &Shared,
+    h: &mut dataflow::Handles,
+) -> Result<()> {
+    for day in days {
+        if day.rem_euclid(peers as i32) as usize != index {
+            continue;
+        }
+        sink::read::prior_day(out, day, &sh.interner, &mut |u, p| h.prior.update((u, p), sign))
+            .with_context(|| format!("reading the final day {} back", crate::dates::day_to_string(day)))?;
+    }
+    Ok(())
 }
 
 fn run_worker(
@@ -347,11 +680,7 @@ fn run_worker(
 ) -> Result<()> {
     let index = worker.index();
     let peers = worker.peers();
-    let opts = dataflow::Options {
-        derive_as_of: true,
-        track_changes: true,
-    };
-    let mut h = dataflow::build_with(worker, sh.interner.clone(), opts);
+    let mut h = dataflow::build_with(worker, sh.interner.clone(), dataflow::Options { continuous: true });
     let mine: Vec<(i32, i64)> = replay
         .iter()
         .enumerate()
@@ -359,23 +688,50 @@ fn run_worker(
         .map(|(_, p)| *p)
         .collect();
     let mut reader = KafkaReader::follow(&cfg.kafka, &mine)?;
+    let final_through = sh.final_through.load(Ordering::SeqCst);
     let mut feeder = Feeder {
         interner: sh.interner.clone(),
         cache: EventIdCache::default(),
-        counts: Counts::default(),
-        range: None,
+        source: sh.source,
         run_day: sh.run_day,
+        resume: sh.resume.iter().map(|(p, o)| (*p, *o)).collect(),
+        final_through,
+        counts: Counts::default(),
+        rejected: Vec::new(),
+        late: Vec::new(),
+        first_off: BTreeMap::new(),
+        arrivals: BTreeMap::new(),
     };
+    // Time 0: the final days an open day's window still needs, and the open as-of days.
+    if let Some(f) = sh.final_through() {
+        load_prior(
+            &cfg.output,
+            f - dataflow::WINDOW_DAYS + 2..=f,
+            index,
+            peers,
+            1,
+            sh,
+            &mut h,
+        )?;
+    }
+    if index == 0 {
+        if let Some((lo, hi)) = *sh.as_of.lock().expect("as-of range") {
+            for d in lo.max(final_through.saturating_add(1))..=hi {
+                h.as_of.update(d, 1);
+            }
+        }
+    }
     let mut time: Time = 0;
     let mut next_boundary: Time = per_commit;
     // Reader positions each time the input time advanced: the positions of a
     // boundary are those of the first advance to it or past it.
     let mut crossings: BTreeMap<Time, Vec<(i32, i64)>> = BTreeMap::new();
+    // Days whose retraction was input at a time, to forget once it is done.
+    let mut releasing: Vec<(Time, i32, i32)> = Vec::new();
     loop {
         let stopping = sh.stop.load(Ordering::SeqCst);
         if !stopping {
-            let source = sh.source;
-            reader.poll(8 * 1024, &mut |rec| feeder.feed(source, rec, &mut h))?;
+            reader.poll(8 * 1024, &mut |rec| feeder.feed(rec, &mut h, sh))?;
         }
         worker.step();
         let target = sh
@@ -385,14 +741,7 @@ fn run_worker(
         if target > time {
             crossings.insert(target, reader.positions());
             time = target;
-            h.listens.advance_to(time);
-            h.listens.flush();
-            h.rejected.advance_to(time);
-            h.rejected.flush();
-            h.prior.advance_to(time);
-            h.prior.flush();
-            h.as_of.advance_to(time);
-            h.as_of.flush();
+            advance(&mut h, time);
         }
         let last = sh.final_epoch.load(Ordering::SeqCst);
         let boundary = next_boundary.min(last);
@@ -411,7 +760,22 @@ fn run_worker(
                 .or_default()
                 .extend(at);
             crossings = crossings.split_off(&boundary);
-            commit(&mut h, sh, cfg, boundary, index, peers, &mut feeder.counts)?;
+            let mut ctx = CommitCtx {
+                h: &mut h,
+                sh,
+                cfg,
+                boundary,
+                time,
+                index,
+                peers,
+                feeder: &mut feeder,
+                reader: &reader,
+                releasing: &mut releasing,
+            };
+            commit(&mut ctx);
+            if sh.failed() {
+                return Err(anyhow!(sh.failed.lock().expect("failed").clone().unwrap_or_default()));
+            }
             if boundary == last {
                 return Ok(());
             }
@@ -420,40 +784,78 @@ fn run_worker(
     }
 }
 
-/// One commit: changed partitions as of `boundary`, staged by their owners,
-/// published by worker 0, then the checkpoint.
-fn commit(
-    h: &mut dataflow::Handles,
-    sh: &Shared,
-    cfg: &RunConfig,
+fn advance(h: &mut dataflow::Handles, time: Time) {
+    h.listens.advance_to(time);
+    h.listens.flush();
+    h.rejected.advance_to(time);
+    h.rejected.flush();
+    h.prior.advance_to(time);
+    h.prior.flush();
+    h.as_of.advance_to(time);
+    h.as_of.flush();
+}
+
+struct CommitCtx<'a> {
+    h: &'a mut dataflow::Handles,
+    sh: &'a Shared,
+    cfg: &'a RunConfig,
     boundary: Time,
+    /// This worker's input time (at or after the boundary).
+    time: Time,
     index: usize,
     peers: usize,
-    counts: &mut Counts,
-) -> Result<()> {
-    // Changes before the boundary, from every worker.
-    {
-        let mut mine = h.changes.borrow_mut();
-        let later = mine.split_off(&boundary);
-        let before = std::mem::replace(&mut *mine, later);
-        let mut all = sh.changed.lock().expect("changed");
-        for (_, set) in before {
-            all.extend(set);
+    feeder: &'a mut Feeder,
+    reader: &'a KafkaReader,
+    releasing: &'a mut Vec<(Time, i32, i32)>,
+}
+
+/// Runs one step of a commit; a failure is recorded and the step skipped,
+/// so every worker still meets the others at each barrier.
+fn attempt<T>(sh: &Shared, r: Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            sh.fail(e);
+            None
         }
-        let mut c = sh.counts.lock().expect("counts");
-        c.add(counts);
-        *counts = Counts::default();
-        let delta = {
-            let mut k = h.kept.borrow_mut();
-            let d = k.count - k.reported;
-            k.reported = k.count;
-            d
-        };
-        *sh.kept.lock().expect("kept") += delta;
-        sh.kept_days
-            .lock()
-            .expect("kept days")
-            .insert(index, h.kept.borrow().days.clone());
+    }
+}
+
+/// One commit: changed partitions as of `boundary`, staged by their owners,
+/// published by worker 0, then the checkpoint, `_SUCCESS` of newly final
+/// days, and the release of their state.
+fn commit(c: &mut CommitCtx<'_>) {
+    let (sh, boundary, index, peers) = (c.sh, c.boundary, c.index, c.peers);
+    // 1. What every worker knows at the boundary.
+    {
+        let mut g = sh.gathered.lock().expect("gathered");
+        {
+            let mut mine = c.h.changes.borrow_mut();
+            let later = mine.split_off(&boundary);
+            for (_, set) in std::mem::replace(&mut *mine, later) {
+                g.changed.extend(set);
+            }
+        }
+        g.counts.add(&std::mem::take(&mut c.feeder.counts));
+        for (d, n) in c.h.kept.borrow_mut().settle(boundary) {
+            *g.kept_days.entry(*d).or_insert(0) += n;
+        }
+        g.states.extend(c.reader.states());
+        g.first_off.extend(c.feeder.first_off.iter().map(|(k, v)| (*k, *v)));
+        for (s, n) in std::mem::take(&mut c.feeder.arrivals) {
+            *g.arrivals.entry(s).or_insert(0) += n;
+        }
+        let t = &c.h.traces;
+        for (name, n) in [
+            ("listens", c.h.listens_trace.as_ref().map_or(0, trace_len)),
+            ("user_daily", trace_len(&t.user_daily)),
+            ("user_track_daily", trace_len(&t.user_track_daily)),
+            ("user_artist_daily", trace_len(&t.user_artist_daily)),
+            ("user_profile_28d", trace_len(&t.user_profile)),
+        ] {
+            *g.sizes.entry(name).or_insert(0) += n;
+        }
+        g.kafka_errors += c.reader.errors();
     }
     sh.barrier.wait();
     // Replaying after a restart: publish nothing until the checkpoint's offsets are reached.
@@ -465,53 +867,339 @@ fn commit(
         .cloned()
         .unwrap_or_default();
     let replaying = sh.resume.iter().any(|(p, o)| positions.get(p).is_some_and(|at| at < o));
-    let changed: HashSet<(Table, i32)> = sh.changed.lock().expect("changed").clone();
-    if !replaying {
-        let keep = |t: Table, d: i32| changed.contains(&(t, d));
-        sink::hand_over(&sh.parts, sink::collect_before(&mut h.traces, &keep, boundary));
+    let old_final = sh.final_through();
+    if index == 0 {
+        let g = sh.gathered.lock().expect("gathered");
+        sh.changed.lock().expect("changed").extend(g.changed.iter().copied());
     }
     sh.barrier.wait();
-    if !replaying {
+    let staging = publish::state_dir(&c.cfg.output)
+        .join("staging")
+        .join(format!("commit-{boundary}"));
+    if !replaying && !sh.failed() {
+        // 2. Changed partitions of open days, from the arrangements, plus the
+        // rejected and late rows read since the last commit.
+        let changed = sh.changed.lock().expect("changed").clone();
+        let is_final = |d: i32| old_final.is_some_and(|f| d <= f);
+        let keep = |t: Table, d: i32| changed.contains(&(t, d)) && !is_final(d);
+        let mut buckets = sink::collect_before(&mut c.h.traces, &keep, boundary);
+        for (day, row) in std::mem::take(&mut c.feeder.rejected) {
+            if let PartRows::Rejected(v) = buckets
+                .entry((Table::RejectedEvents, day))
+                .or_insert_with(|| PartRows::Rejected(vec![]))
+            {
+                v.push(row);
+            }
+        }
+        for (day, row) in std::mem::take(&mut c.feeder.late) {
+            if let PartRows::Late(v) = buckets
+                .entry((Table::LateEvents, day))
+                .or_insert_with(|| PartRows::Late(vec![]))
+            {
+                v.push(row);
+            }
+        }
+        // A changed partition with no rows left is removed (an empty share stands for it).
+        for &(t, d) in changed.iter().filter(|(_, d)| !is_final(*d)) {
+            if owner_index(t, d, peers) == index {
+                buckets.entry((t, d)).or_insert_with(|| empty_rows(t));
+            }
+        }
+        sink::hand_over(&sh.parts, buckets);
+    }
+    sh.barrier.wait();
+    if !replaying && !sh.failed() {
+        // 3. Each owner stages its partitions; rejected and late rows merge
+        // with what is published.
         let mine = sink::take_owned(&sh.parts, index, peers);
-        let staging = publish::state_dir(&cfg.output)
-            .join("staging")
-            .join(format!("commit-{boundary}"));
         let mut staged = Vec::new();
-        for ((_, day), rows) in mine {
-            staged.push(sink::stage_partition(&staging, day, rows, &sh.interner)?);
+        for ((table, day), rows) in mine {
+            let rows = match rows {
+                PartRows::Rejected(mut new) => {
+                    match attempt(sh, sink::read::rejected_rows(&c.cfg.output, day, &sh.interner)) {
+                        Some(old) => new.extend(old),
+                        None => break,
+                    }
+                    new.sort_by_key(|r| (r.source, r.partition, r.offset));
+                    new.dedup_by_key(|r| (r.source, r.partition, r.offset));
+                    PartRows::Rejected(new)
+                }
+                PartRows::Late(mut new) => {
+                    match attempt(sh, sink::read::late_rows(&c.cfg.output, day)) {
+                        Some(old) => new.extend(old),
+                        None => break,
+                    }
+                    PartRows::Late(new)
+                }
+                rows => rows,
+            };
+            if rows.is_empty() {
+                staged.push(Staged {
+                    table,
+                    day,
+                    dir: PathBuf::new(),
+                    rows: 0,
+                    bytes: 0,
+                });
+                continue;
+            }
+            match attempt(sh, sink::stage_partition(&staging, day, rows, &sh.interner)) {
+                Some(s) => staged.push(s),
+                None => break,
+            }
         }
         sh.staged.lock().expect("staged").extend(staged);
     }
     sh.barrier.wait();
-    if index == 0 {
-        let staged = std::mem::take(&mut *sh.staged.lock().expect("staged"));
-        let started = Instant::now();
-        for s in &staged {
-            publish::publish(&cfg.output, s, false)?;
-        }
-        let staging = publish::state_dir(&cfg.output)
-            .join("staging")
-            .join(format!("commit-{boundary}"));
-        let _ = std::fs::remove_dir_all(&staging);
-        if !replaying {
-            let mut ck = sh.checkpoint.lock().expect("checkpoint");
-            ck.offsets.extend(positions.iter().map(|(p, o)| (*p, *o)));
-            ck.commits += 1;
-            ck.committed_at = chrono::Utc::now().to_rfc3339();
-            write_checkpoint(&cfg.output, &ck)?;
-            sh.commits.fetch_add(1, Ordering::SeqCst);
-            sh.changed.lock().expect("changed").clear();
-            write_commit_report(sh, cfg, &ck, &staged, started)?;
-            after_checkpoint(sh, cfg, &ck, staged.len(), started);
-        }
-        tracing::info!(
-            boundary,
-            partitions = staged.len(),
-            replaying,
-            secs = started.elapsed().as_secs_f64(),
-            "commit"
-        );
+    if index == 0 && !sh.failed() {
+        let r = publish_and_checkpoint(c, replaying, &positions, old_final, &staging);
+        attempt(sh, r);
     }
     sh.barrier.wait();
+    if sh.failed() {
+        return;
+    }
+    // 4. Newly final days: release their state.
+    let new_final = sh.final_through();
+    if !replaying {
+        c.feeder.final_through = new_final.unwrap_or(i32::MIN);
+        if new_final != old_final {
+            let f = new_final.expect("a final day");
+            let from = old_final.map_or(i32::MIN, |o| o + 1);
+            c.feeder.first_off = c.feeder.first_off.split_off(&(f + 1, i32::MIN));
+            let r = release(c, old_final, f);
+            attempt(sh, r);
+            c.releasing.push((c.time, from, f));
+            c.feeder.cache.clear();
+        }
+    }
+    // 5. Forget what no read needs any more.
+    let t = &mut c.h.traces;
+    compact(&mut t.user_daily, boundary);
+    compact(&mut t.user_track_daily, boundary);
+    compact(&mut t.user_artist_daily, boundary);
+    compact(&mut t.user_profile, boundary);
+    compact(&mut t.rejected, boundary);
+    if let Some(l) = c.h.listens_trace.as_mut() {
+        compact(l, boundary);
+    }
+    let (done, pending): (Vec<_>, Vec<_>) = c.releasing.drain(..).partition(|(t, _, _)| *t < boundary);
+    *c.releasing = pending;
+    if index == 0 {
+        // Their retractions went through: the event ids of those days are unused.
+        for (_, from, to) in done {
+            for d in sh.interner_days().into_iter().filter(|d| *d >= from && *d <= to) {
+                sh.interner.release_day(d);
+            }
+        }
+    }
+    sh.barrier.wait();
+}
+
+impl Shared {
+    fn interner_days(&self) -> Vec<i32> {
+        self.interner.event_day_list()
+    }
+}
+
+fn owner_index(t: Table, d: i32, peers: usize) -> usize {
+    sink::owner(t, d, peers)
+}
+
+fn empty_rows(t: Table) -> PartRows {
+    match t {
+        Table::UserDaily => PartRows::UserDaily(vec![]),
+        Table::UserTrackDaily => PartRows::UserTrackDaily(vec![]),
+        Table::UserArtistDaily => PartRows::UserArtistDaily(vec![]),
+        Table::UserProfile28d => PartRows::UserProfile(vec![]),
+        Table::RejectedEvents => PartRows::Rejected(vec![]),
+        Table::LateEvents => PartRows::Late(vec![]),
+    }
+}
+
+/// Worker 0: publishes the staged partitions, decides the final days, writes
+/// the checkpoint, marks the newly final partitions, reports.
+fn publish_and_checkpoint(
+    c: &mut CommitCtx<'_>,
+    replaying: bool,
+    positions: &BTreeMap<i32, i64>,
+    old_final: Option<i32>,
+    staging: &Path,
+) -> Result<()> {
+    let (sh, cfg) = (c.sh, c.cfg);
+    let g = std::mem::take(&mut *sh.gathered.lock().expect("gathered"));
+    let started = Instant::now();
+    if replaying {
+        // Counts and arrivals wait for the first published commit.
+        let mut keep = sh.gathered.lock().expect("gathered");
+        keep.counts = g.counts;
+        keep.arrivals = g.arrivals;
+        tracing::info!(boundary = c.boundary, "replaying to the checkpoint; nothing published");
+        return Ok(());
+    }
+    let staged = std::mem::take(&mut *sh.staged.lock().expect("staged"));
+    for s in &staged {
+        if s.rows == 0 {
+            publish::remove(&cfg.output, s.table, s.day)?;
+        } else {
+            let success = s.table == Table::RejectedEvents && old_final.is_some_and(|f| s.day <= f);
+            publish::publish(&cfg.output, s, success)?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(staging);
+
+    let mut ck = sh.checkpoint.lock().expect("checkpoint");
+    // Finalization: the watermark of the partitions at the boundary.
+    let wm = watermark(&g.states).max(ck.watermark_ms);
+    ck.watermark_ms = wm;
+    let fa = cfg.finalize_after.as_millis().min(i64::MAX as u128) as i64;
+    let decided = wm.map(|w| final_day(w, fa));
+    let new_final = match (old_final, decided) {
+        (Some(o), Some(d)) => Some(o.max(d)),
+        (o, d) => o.or(d),
+    };
+    let newly = |d: i32| new_final.is_some_and(|f| d <= f) && old_final.is_none_or(|o| d > o);
+    let released: i64 = g.kept_days.iter().filter(|(d, _)| newly(**d)).map(|(_, n)| *n).sum();
+    let open: i64 = g
+        .kept_days
+        .iter()
+        .filter(|(d, _)| new_final.is_none_or(|f| **d > f))
+        .map(|(_, n)| *n)
+        .sum();
+
+    let mut counts = std::mem::take(&mut ck.counts);
+    let mut released_kept = counts.kept;
+    released_kept += released.max(0) as u64;
+    let mut gc = g.counts.clone();
+    gc.kept = 0;
+    counts.add(&gc);
+    counts.kept = released_kept;
+    ck.counts = counts;
+    let mut report_counts = ck.counts.clone();
+    report_counts.kept += open.max(0) as u64;
+    report_counts.duplicates = report_counts
+        .read
+        .saturating_sub(report_counts.kept + report_counts.rejected + report_counts.late + report_counts.out_of_range);
+
+    ck.offsets.extend(positions.iter().map(|(p, o)| (*p, *o)));
+    // A restart needs the open days' listens: from the first offset of any of them.
+    let mut replay_from = ck.offsets.clone();
+    for (&(day, p), &o) in &g.first_off {
+        if new_final.is_none_or(|f| day > f) {
+            let e = replay_from.entry(p).or_insert(o);
+            *e = (*e).min(o);
+        }
+    }
+    ck.replay_from = replay_from;
+    ck.final_through = new_final;
+    if let Some((lo, hi)) = *sh.as_of.lock().expect("as-of range") {
+        ck.first_day = Some(lo);
+        ck.last_day = Some(hi);
+    }
+    ck.commits += 1;
+    ck.committed_at = chrono::Utc::now().to_rfc3339();
+    write_checkpoint(&cfg.output, &ck)?;
+    sh.final_through.store(new_final.unwrap_or(i32::MIN), Ordering::SeqCst);
+    if new_final != old_final {
+        let f = new_final.expect("final");
+        let from = old_final.map_or(i32::MIN, |o| o + 1);
+        let marked = mark_final(&cfg.output, from, f)?;
+        tracing::info!(
+            through = %crate::dates::day_to_string(f),
+            watermark = ?wm.map(|w| chrono::DateTime::from_timestamp_millis(w).map(|t| t.to_rfc3339())),
+            partitions = marked,
+            "days finalized"
+        );
+    }
+    sh.commits.fetch_add(1, Ordering::SeqCst);
+    sh.changed.lock().expect("changed").clear();
+    let mut report_ck = ck.clone();
+    report_ck.counts = report_counts;
+    drop(ck);
+    write_commit_report(sh, cfg, &report_ck, &staged, started)?;
+    after_checkpoint(sh, cfg, &report_ck, &g, staged.len(), started);
+    tracing::info!(
+        boundary = c.boundary,
+        partitions = staged.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "commit"
+    );
     Ok(())
+}
+
+/// Releases the state of days after `old_final` up to `f` (all workers).
+fn release(c: &mut CommitCtx<'_>, old_final: Option<i32>, f: i32) -> Result<()> {
+    let (sh, index, peers) = (c.sh, c.index, c.peers);
+    let from = old_final.map_or(i32::MIN, |o| o + 1);
+    let h = &mut *c.h;
+    let n = match h.listens_trace.as_mut() {
+        Some(t) => retract_listens(t, from, f, &mut h.listens),
+        None => 0,
+    };
+    // The window of the first open day (f + 1) reaches back to f - 26.
+    let need_from = f - dataflow::WINDOW_DAYS + 2;
+    load_prior(&c.cfg.output, from.max(need_from)..=f, index, peers, 1, sh, h)?;
+    if let Some(o) = old_final {
+        // Days that were prior input and left every open window.
+        load_prior(
+            &c.cfg.output,
+            o - dataflow::WINDOW_DAYS + 2..=o.min(need_from - 1),
+            index,
+            peers,
+            -1,
+            sh,
+            h,
+        )?;
+    }
+    if index == 0 {
+        if let Some((lo, hi)) = *sh.as_of.lock().expect("as-of range") {
+            for d in lo.max(from)..=hi.min(f) {
+                h.as_of.update(d, -1);
+            }
+        }
+    }
+    h.listens.flush();
+    h.prior.flush();
+    h.as_of.flush();
+    tracing::debug!(worker = index, retracted = n, "state of final days released");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = decode::MS_PER_DAY;
+
+    fn st(partition: i32, latest_ts: Option<i64>, caught_up: bool) -> PartitionState {
+        PartitionState {
+            partition,
+            position: 0,
+            latest_ts,
+            caught_up,
+        }
+    }
+
+    #[test]
+    fn a_day_is_final_once_the_watermark_is_past_its_end_plus_the_delay() {
+        let h = 3_600_000;
+        // end(D) + 1h exactly is not past it; one millisecond later is.
+        assert_eq!(final_day(11 * DAY + h, h), 9);
+        assert_eq!(final_day(11 * DAY + h + 1, h), 10);
+        assert_eq!(final_day(11 * DAY, 0), 9);
+        assert_eq!(final_day(11 * DAY + 1, 0), 10);
+        assert_eq!(final_day(0, 48 * h), -4);
+    }
+
+    #[test]
+    fn partitions_with_unread_messages_hold_the_watermark() {
+        // Caught-up partitions do not hold it back.
+        assert_eq!(watermark(&[st(0, Some(50), true), st(1, Some(90), true)]), Some(90));
+        assert_eq!(watermark(&[st(0, Some(50), false), st(1, Some(90), true)]), Some(50));
+        assert_eq!(watermark(&[st(0, Some(50), true), st(1, Some(90), false)]), Some(90));
+        // One that has read nothing and is not at its end holds it at nothing.
+        assert_eq!(watermark(&[st(0, None, false), st(1, Some(90), true)]), None);
+        assert_eq!(watermark(&[st(0, None, true), st(1, Some(90), true)]), Some(90));
+        assert_eq!(watermark(&[]), None);
+    }
 }

@@ -159,6 +159,53 @@ pub struct RejectRow {
     pub raw: Vec<u8>,
 }
 
+/// A listen that came after its day was finalized (continuous mode): the
+/// event's fields as read, and the message timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LateRow {
+    pub event_id: String,
+    /// Fields in the dedup order of events.md, then the rest.
+    pub ts: i64,
+    pub skip: bool,
+    pub user_id: String,
+    pub track_id: String,
+    pub artist_id: String,
+    pub ms_played: i64,
+    pub track_duration_ms: i64,
+    pub context: Option<String>,
+    pub device: Option<String>,
+    pub country: Option<String>,
+    pub message_ts: Option<i64>,
+}
+
+impl LateRow {
+    pub fn new(e: &crate::decode::Event<'_>, message_ts: Option<i64>) -> LateRow {
+        LateRow {
+            event_id: e.event_id.to_string(),
+            ts: e.ts,
+            skip: e.skip,
+            user_id: e.user_id.to_string(),
+            track_id: e.track_id.to_string(),
+            artist_id: e.artist_id.to_string(),
+            ms_played: e.ms_played,
+            track_duration_ms: e.track_duration_ms,
+            context: e.context.as_ref().map(|c| c.to_string()),
+            device: e.device.as_ref().map(|c| c.to_string()),
+            country: e.country.as_ref().map(|c| c.to_string()),
+            message_ts,
+        }
+    }
+
+    /// `late_events` is keyed by event id: of the late events of one day
+    /// sharing an id the table keeps the smallest by the dedup order of
+    /// events.md (strings byte-wise), so the row does not depend on arrival
+    /// order. The derived `Ord` compares exactly that, then the other fields.
+    pub fn merge(rows: &mut Vec<LateRow>) {
+        rows.sort_unstable();
+        rows.dedup_by(|later, first| later.event_id == first.event_id);
+    }
+}
+
 /// One input of the profile: a daily aggregate of one user, or an as-of marker.
 ///
 /// Sorted by day first, so the profile reduce can slide its window. Compact
@@ -222,16 +269,40 @@ pub struct Handles {
     pub traces: SinkTraces,
     /// This worker's share of kept listens and of their days (min, max).
     pub kept: Rc<RefCell<KeptStats>>,
-    /// Changed output partitions by time (with `Options::track_changes`).
+    /// Changed output partitions by time (continuous mode).
     pub changes: Changes,
+    /// The arranged valid events, keyed by (day, event id) (continuous mode:
+    /// read to retract the listens of finalized days).
+    pub listens_trace: Option<ListenTrace>,
 }
+
+/// Valid events keyed by (day, event id).
+pub type ListenTrace = TraceAgent<ValSpine<(i32, Id), Listen, Time, Diff>>;
 
 #[derive(Clone, Debug, Default)]
 pub struct KeptStats {
     pub count: i64,
-    /// The part of `count` a continuous driver has already reported.
-    pub reported: i64,
     pub days: std::collections::BTreeMap<i32, i64>,
+    /// Continuous mode: changes of kept listens per day, by time.
+    pub by_time: std::collections::BTreeMap<Time, std::collections::BTreeMap<i32, i64>>,
+}
+
+impl KeptStats {
+    /// Kept listens per day as of `before` (continuous mode): folds the
+    /// changes at earlier times into `days` and returns them.
+    pub fn settle(&mut self, before: Time) -> &std::collections::BTreeMap<i32, i64> {
+        let later = self.by_time.split_off(&before);
+        for (_, days) in std::mem::replace(&mut self.by_time, later) {
+            for (d, n) in days {
+                let e = self.days.entry(d).or_insert(0);
+                *e += n;
+                if *e == 0 {
+                    self.days.remove(&d);
+                }
+            }
+        }
+        &self.days
+    }
 }
 
 /// The arranged outputs the sink reads partitions from.
@@ -243,20 +314,19 @@ pub struct SinkTraces {
     pub rejected: RejectTrace,
 }
 
-/// Builds the dataflow in `worker`.
 /// How a driver uses the dataflow.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
-    /// Add the as-of days first..last day of the kept listens to the `as_of`
-    /// input (continuous mode; batch runs give them explicitly).
-    pub derive_as_of: bool,
-    /// Record which output partitions change at which time (continuous mode).
-    pub track_changes: bool,
+    /// Continuous mode: record which output partitions change at which time,
+    /// keep kept-listen counts by time, and keep the arranged input so the
+    /// state of finalized days can be released.
+    pub continuous: bool,
 }
 
 /// Output partitions (table, day) that changed, by the time they changed.
 pub type Changes = Rc<RefCell<std::collections::BTreeMap<Time, HashSet<(crate::schema::Table, i32)>>>>;
 
+/// Builds the dataflow in `worker`.
 pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Handles {
     build_with(worker, interner, Options::default())
 }
@@ -270,48 +340,42 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
 
         // Dedup: of each (day, event id) group keep the smallest by the spec's tuple.
         let int = interner.clone();
-        let kept = listens.reduce_named(
-            "Dedup",
-            move |_key, vals: &[(&Listen, Diff)], out: &mut Vec<(Listen, Diff)>| {
-                let mut best = vals[0].0;
-                for (v, _) in &vals[1..] {
-                    if v.time.ms_of_day() != best.time.ms_of_day() {
-                        break; // values are sorted by ts first
-                    }
-                    if dedup_order(v, best, &int) == Ordering::Less {
-                        best = v;
-                    }
-                }
-                out.push((*best, 1));
-            },
-        );
-
-        let as_of = if opts.derive_as_of {
-            let derived = kept
-                .clone()
-                .map(|((day, _), _)| day)
-                .distinct_core::<Diff>()
-                .map(|d| ((), d))
-                .reduce_named(
-                    "AsOfDays",
-                    |_k: &(), vals: &[(&i32, Diff)], out: &mut Vec<(i32, Diff)>| {
-                        for d in *vals[0].0..=*vals[vals.len() - 1].0 {
-                            out.push((d, 1));
+        let listens = listens.arrange_by_key_named("Listens");
+        let listens_trace = opts.continuous.then(|| listens.trace.clone());
+        let kept = listens
+            .reduce_abelian::<_, ValBuilder<(i32, Id), Listen>, ValSpine<(i32, Id), Listen, Time, Diff>, _, _>(
+                "Dedup",
+                move |_key, vals: &[(&Listen, Diff)], out: &mut Vec<(Listen, Diff)>| {
+                    let mut best = vals[0].0;
+                    for (v, _) in &vals[1..] {
+                        if v.time.ms_of_day() != best.time.ms_of_day() {
+                            break; // values are sorted by ts first
                         }
-                    },
-                )
-                .map(|((), d)| d);
-            as_of.concat(derived)
-        } else {
-            as_of
-        };
+                        if dedup_order(v, best, &int) == Ordering::Less {
+                            best = v;
+                        }
+                    }
+                    out.push((*best, 1));
+                },
+                |vec, key, upds| {
+                    vec.clear();
+                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+                },
+            )
+            .as_collection(|k, v| (*k, *v));
+
         let kept_stats = Rc::new(RefCell::new(KeptStats::default()));
         let stats = kept_stats.clone();
+        let continuous = opts.continuous;
         let by_user_day = kept
-            .inspect(move |(((day, _), _), _, diff)| {
+            .inspect(move |(((day, _), _), time, diff)| {
                 let mut s = stats.borrow_mut();
-                s.count += *diff as i64;
-                *s.days.entry(*day).or_insert(0) += *diff as i64;
+                if continuous {
+                    *s.by_time.entry(*time).or_default().entry(*day).or_insert(0) += *diff as i64;
+                } else {
+                    s.count += *diff as i64;
+                    *s.days.entry(*day).or_insert(0) += *diff as i64;
+                }
             })
             .map(|((day, eid), l)| {
                 let v = DayListen {
@@ -390,7 +454,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
         let rejected = rejected.arrange_by_key_named("Rejected");
 
         let changes: Changes = Rc::new(RefCell::new(Default::default()));
-        if opts.track_changes {
+        if opts.continuous {
             use crate::schema::Table;
             let record = |table: Table, c: &Changes| {
                 let c = c.clone();
@@ -446,6 +510,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
             },
             kept: kept_stats,
             changes,
+            listens_trace,
         }
     })
 }

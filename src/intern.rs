@@ -176,6 +176,11 @@ impl Interner {
         self.events.write().expect("interner lock").remove(&day);
     }
 
+    /// The days holding event ids.
+    pub fn event_day_list(&self) -> Vec<i32> {
+        self.events.read().expect("interner lock").keys().copied().collect()
+    }
+
     /// Number of days holding event ids.
     pub fn event_days(&self) -> usize {
         self.events.read().expect("interner lock").len()

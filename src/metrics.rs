@@ -2,7 +2,10 @@
 //! (`GET /metrics`, text exposition format).
 
 use anyhow::{anyhow, Result};
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use std::sync::Arc;
 
 /// The metrics skipflow exports.
@@ -20,6 +23,16 @@ pub struct Metrics {
     pub open_days: IntGauge,
     /// Kafka errors seen (the source retries).
     pub kafka_errors: IntCounterVec,
+    /// Records (updates) held per arrangement, summed over workers.
+    pub arrangement_records: IntGaugeVec,
+    /// The finalization watermark (epoch seconds).
+    pub watermark: Gauge,
+    /// The last final day (its end, epoch seconds).
+    pub final_through: Gauge,
+    /// Message timestamp to visible in Parquet, per record.
+    pub freshness: Histogram,
+    /// Resident memory of the process (bytes) at the last commit.
+    pub rss: IntGauge,
 }
 
 impl Metrics {
@@ -40,6 +53,28 @@ impl Metrics {
             partitions_published: IntCounter::new("partitions_published_total", "partitions replaced by commits")?,
             open_days: IntGauge::new("open_days", "days with listens held in the dataflow state")?,
             kafka_errors: IntCounterVec::new(Opts::new("kafka_errors_total", "Kafka errors (retried)"), &["kind"])?,
+            arrangement_records: IntGaugeVec::new(
+                Opts::new("arrangement_records", "updates held per arrangement, over all workers"),
+                &["arrangement"],
+            )?,
+            watermark: Gauge::new(
+                "watermark_timestamp_seconds",
+                "finalization watermark: the smallest latest message timestamp over partitions that are not caught up",
+            )?,
+            final_through: Gauge::new(
+                "finalized_through_timestamp_seconds",
+                "end of the last finalized day (days before it have _SUCCESS)",
+            )?,
+            freshness: Histogram::with_opts(
+                HistogramOpts::new(
+                    "freshness_seconds",
+                    "per record: from its message timestamp to the commit that made it visible in Parquet",
+                )
+                .buckets(vec![
+                    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0,
+                ]),
+            )?,
+            rss: IntGauge::new("resident_memory_bytes", "resident memory at the last commit")?,
             registry: r,
         };
         m.registry.register(Box::new(m.events.clone()))?;
@@ -50,6 +85,11 @@ impl Metrics {
         m.registry.register(Box::new(m.partitions_published.clone()))?;
         m.registry.register(Box::new(m.open_days.clone()))?;
         m.registry.register(Box::new(m.kafka_errors.clone()))?;
+        m.registry.register(Box::new(m.arrangement_records.clone()))?;
+        m.registry.register(Box::new(m.watermark.clone()))?;
+        m.registry.register(Box::new(m.final_through.clone()))?;
+        m.registry.register(Box::new(m.freshness.clone()))?;
+        m.registry.register(Box::new(m.rss.clone()))?;
         Ok(Arc::new(m))
     }
 

@@ -1,12 +1,13 @@
 //! Run accounting and the run report written under `<output>/_runs/`.
 
 use crate::decode::Reject;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Record counts of one run; every record read is in exactly one class:
 /// `read = kept + duplicates + rejected + out_of_range + late`.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Counts {
     pub read: u64,
     pub kept: u64,

@@ -2,7 +2,7 @@
 //! strings byte-wise) -> one Parquet file (zstd, statistics, large row groups,
 //! sorting columns declared, bloom filter on `user_id`).
 
-use crate::dataflow::{ArtistRow, DailyRow, ProfileRow, RejectRow, TopEntry, TrackRow};
+use crate::dataflow::{ArtistRow, DailyRow, LateRow, ProfileRow, RejectRow, TopEntry, TrackRow};
 use crate::intern::{Id, Interner};
 use crate::schema::Table;
 use anyhow::{Context, Result};
@@ -27,6 +27,7 @@ pub enum PartRows {
     UserArtistDaily(Vec<(Id, ArtistRow)>),
     UserProfile(Vec<(Id, ProfileRow)>),
     Rejected(Vec<RejectRow>),
+    Late(Vec<LateRow>),
 }
 
 impl PartRows {
@@ -37,6 +38,7 @@ impl PartRows {
             PartRows::UserArtistDaily(_) => Table::UserArtistDaily,
             PartRows::UserProfile(_) => Table::UserProfile28d,
             PartRows::Rejected(_) => Table::RejectedEvents,
+            PartRows::Late(_) => Table::LateEvents,
         }
     }
     pub fn len(&self) -> usize {
@@ -46,6 +48,7 @@ impl PartRows {
             PartRows::UserArtistDaily(v) => v.len(),
             PartRows::UserProfile(v) => v.len(),
             PartRows::Rejected(v) => v.len(),
+            PartRows::Late(v) => v.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -59,6 +62,7 @@ impl PartRows {
             (PartRows::UserArtistDaily(a), PartRows::UserArtistDaily(b)) => a.extend(b),
             (PartRows::UserProfile(a), PartRows::UserProfile(b)) => a.extend(b),
             (PartRows::Rejected(a), PartRows::Rejected(b)) => a.extend(b),
+            (PartRows::Late(a), PartRows::Late(b)) => a.extend(b),
             _ => panic!("rows of different tables in one partition"),
         }
     }
@@ -264,6 +268,31 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 Arc::new(mts.finish()),
                 Arc::new(StringArray::from_iter_values(v.iter().map(|r| r.reason.to_string()))),
                 Arc::new(raw.finish()),
+            ]
+        }
+        PartRows::Late(mut v) => {
+            LateRow::merge(&mut v);
+            v.sort_unstable_by(|a, b| a.event_id.as_bytes().cmp(b.event_id.as_bytes()));
+            let opt = |f: fn(&LateRow) -> &Option<String>| -> ArrayRef {
+                Arc::new(StringArray::from_iter(v.iter().map(|r| f(r).as_deref())))
+            };
+            let mut mts = TimestampMillisecondBuilder::with_capacity(v.len()).with_timezone("UTC");
+            for r in &v {
+                mts.append_option(r.message_ts);
+            }
+            vec![
+                strs(v.iter().map(|r| r.event_id.as_str())),
+                strs(v.iter().map(|r| if r.skip { "skip" } else { "play" })),
+                strs(v.iter().map(|r| r.user_id.as_str())),
+                strs(v.iter().map(|r| r.track_id.as_str())),
+                strs(v.iter().map(|r| r.artist_id.as_str())),
+                ts_array(v.iter().map(|r| r.ts)),
+                i64s(v.iter().map(|r| r.ms_played)),
+                i64s(v.iter().map(|r| r.track_duration_ms)),
+                opt(|r| &r.context),
+                opt(|r| &r.device),
+                opt(|r| &r.country),
+                Arc::new(mts.finish()),
             ]
         }
     };

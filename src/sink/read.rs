@@ -2,7 +2,7 @@
 //! before a run (the profile's prior days) and rejected rows to merge with.
 
 use super::partition_dir;
-use crate::dataflow::{ProfIn, ProfKind, RejectRow};
+use crate::dataflow::{LateRow, ProfIn, ProfKind, RejectRow};
 use crate::decode::Reject;
 use crate::intern::{Id, Interner};
 use crate::schema::Table;
@@ -123,6 +123,47 @@ pub fn rejected_rows(out: &Path, day: i32, int: &Interner) -> Result<Vec<RejectR
                 message_ts: if mts.is_null(i) { None } else { Some(mts.value(i)) },
                 reason: Reject::parse(reason.value(i)).ok_or_else(|| anyhow!("unknown reason {}", reason.value(i)))?,
                 raw: raw.value(i).to_vec(),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The published rows of one `late_events` partition.
+pub fn late_rows(out: &Path, day: i32) -> Result<Vec<LateRow>> {
+    let mut rows = Vec::new();
+    for b in &read_partition(out, Table::LateEvents, day)? {
+        let s = |name| str_col(b, name);
+        let (eid, et, user, track, artist) = (
+            s("event_id")?,
+            s("event_type")?,
+            s("user_id")?,
+            s("track_id")?,
+            s("artist_id")?,
+        );
+        let (ctx, dev, country) = (s("context")?, s("device")?, s("country")?);
+        let ts_of = |name| {
+            col(b, name)?
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| anyhow!("{name} type"))
+        };
+        let (ts, mts) = (ts_of("ts")?, ts_of("message_ts")?);
+        let (ms, dur) = (i64_col(b, "ms_played")?, i64_col(b, "track_duration_ms")?);
+        let opt = |a: &arrow_array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+        for i in 0..b.num_rows() {
+            rows.push(LateRow {
+                event_id: eid.value(i).to_string(),
+                ts: ts.value(i),
+                skip: et.value(i) == "skip",
+                user_id: user.value(i).to_string(),
+                track_id: track.value(i).to_string(),
+                artist_id: artist.value(i).to_string(),
+                ms_played: ms.value(i),
+                track_duration_ms: dur.value(i),
+                context: opt(ctx, i),
+                device: opt(dev, i),
+                country: opt(country, i),
+                message_ts: (!mts.is_null(i)).then(|| mts.value(i)),
             });
         }
     }

@@ -57,14 +57,28 @@ impl KafkaInput {
         for (k, v) in &self.settings {
             c.set(k, v);
         }
-        c.create_with_context(Quiet)
+        c.create_with_context(Quiet::default())
             .map_err(|e| crate::cli::ConfigError(format!("invalid Kafka settings: {e}")).into())
     }
 }
 
 /// Routes librdkafka's logs and errors to `tracing`, leaving out the
-/// end-of-partition notices a bounded read expects.
-pub struct Quiet;
+/// end-of-partition notices a bounded read expects. Errors are counted: the
+/// first of a streak is logged as a warning, the rest at debug level, and
+/// the reader logs when data flows again.
+#[derive(Default)]
+pub struct Quiet {
+    pub errors: ErrorStats,
+}
+
+/// Kafka client errors seen (librdkafka retries them itself).
+#[derive(Default)]
+pub struct ErrorStats {
+    /// Errors since the consumer was created.
+    pub total: std::sync::atomic::AtomicU64,
+    /// Errors since data last flowed (a streak; 0 when healthy).
+    pub streak: std::sync::atomic::AtomicU64,
+}
 
 impl rdkafka::ClientContext for Quiet {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -77,11 +91,20 @@ impl rdkafka::ClientContext for Quiet {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode;
+        use std::sync::atomic::Ordering;
         if !matches!(
             error,
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         ) {
-            tracing::warn!(target: "librdkafka", "{error}: {reason}");
+            self.errors.total.fetch_add(1, Ordering::Relaxed);
+            if self.errors.streak.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    target: "librdkafka",
+                    "Kafka error: {error}: {reason}; retrying until the broker answers (check that it is up and reachable)"
+                );
+            } else {
+                tracing::debug!(target: "librdkafka", "{error}: {reason}");
+            }
         }
     }
 }
@@ -295,6 +318,22 @@ struct Open {
     end: Option<i64>,
     gate: Option<i64>,
     read: ReadRange,
+    /// The largest message timestamp read.
+    latest_ts: Option<i64>,
+    /// Reached the end of the partition and read nothing since.
+    at_end: bool,
+}
+
+/// What a reader knows of one followed partition (for the watermark).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    pub partition: i32,
+    /// Next offset to read.
+    pub position: i64,
+    /// The largest message timestamp read so far.
+    pub latest_ts: Option<i64>,
+    /// Caught up: the end of the partition was reached and nothing came since.
+    pub caught_up: bool,
 }
 
 /// Reads assigned partition ranges.
@@ -330,6 +369,8 @@ impl KafkaReader {
                         end: r.end,
                         gate: r.from_ms,
                         read,
+                        latest_ts: None,
+                        at_end: false,
                     },
                 );
             }
@@ -386,6 +427,39 @@ impl KafkaReader {
         v
     }
 
+    /// Per followed partition: position, latest timestamp, caught up.
+    pub fn states(&self) -> Vec<PartitionState> {
+        let mut v: Vec<PartitionState> = self
+            .open
+            .values()
+            .map(|o| PartitionState {
+                partition: o.read.partition,
+                position: o.read.end,
+                latest_ts: o.latest_ts,
+                caught_up: o.at_end,
+            })
+            .collect();
+        v.sort_by_key(|s| s.partition);
+        v
+    }
+
+    /// Kafka client errors of this reader's consumer since it was created.
+    pub fn errors(&self) -> u64 {
+        self.consumer.as_ref().map_or(0, |c| {
+            c.context().errors.total.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// Data flows: ends an error streak, with one line saying so.
+    fn healthy(&mut self) {
+        if let Some(c) = &self.consumer {
+            let n = c.context().errors.streak.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                tracing::info!(topic = %self.topic, errors = n, "Kafka answers again; reading resumed");
+            }
+        }
+    }
+
     fn finish(&mut self, p: i32) {
         if let Some(o) = self.open.remove(&p) {
             self.done.push(o.read);
@@ -404,6 +478,7 @@ impl KafkaReader {
                     self.last_progress = Instant::now();
                     let p = m.partition();
                     let Some(o) = self.open.get_mut(&p) else { continue };
+                    o.at_end = false;
                     if o.end.is_some_and(|e| m.offset() >= e) {
                         finished.push(p);
                         continue;
@@ -419,6 +494,9 @@ impl KafkaReader {
                         o.read.start = m.offset();
                     }
                     o.read.end = m.offset() + 1;
+                    if ts.is_some() && ts > o.latest_ts {
+                        o.latest_ts = ts;
+                    }
                     f(RawRecord {
                         partition: p,
                         offset: m.offset(),
@@ -432,15 +510,27 @@ impl KafkaReader {
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.last_progress = Instant::now();
+                    if let Some(o) = self.open.get_mut(&p) {
+                        o.at_end = true;
+                    }
                     // At the high watermark, which is at or past this run's end offset.
                     if !self.follow {
                         finished.push(p);
                     }
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(topic = %self.topic, "Kafka: {e}; retrying");
+                    let errors = &c.context().errors;
+                    errors.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if errors.streak.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                        tracing::warn!(topic = %self.topic, "Kafka: {e}; retrying until the broker answers");
+                    } else {
+                        tracing::debug!(topic = %self.topic, "Kafka: {e}");
+                    }
                 }
             }
+        }
+        if n > 0 {
+            self.healthy();
         }
         for p in finished {
             self.finish(p);
