@@ -385,14 +385,11 @@ fn after_checkpoint(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, g: &Gathered,
         let _ = tpl.add_partition_offset(&cfg.kafka.topic, *p, rdkafka::Offset::Offset(*o));
     }
     for s in &g.states {
-        // The reader's own position when it is caught up; else ask the broker.
+        // From the reader's last fetch: no broker call (commits go on during an outage).
         let lag = if s.caught_up {
             Some(0)
         } else {
-            sh.committer
-                .fetch_watermarks(&cfg.kafka.topic, s.partition, Duration::from_millis(500))
-                .ok()
-                .map(|(_, high)| (high - s.position).max(0))
+            s.high.map(|high| (high - s.position).max(0))
         };
         if let Some(l) = lag {
             m.lag.with_label_values(&[&s.partition.to_string()]).set(l);
@@ -954,6 +951,7 @@ fn commit(c: &mut CommitCtx<'_>) {
     if index == 0 && !sh.failed() {
         let r = publish_and_checkpoint(c, replaying, &positions, old_final, &staging);
         attempt(sh, r);
+        sh.positions.lock().expect("positions").retain(|t, _| *t > boundary);
     }
     sh.barrier.wait();
     if sh.failed() {
@@ -1177,6 +1175,7 @@ mod tests {
             position: 0,
             latest_ts,
             caught_up,
+            high: None,
         }
     }
 

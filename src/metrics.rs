@@ -44,7 +44,10 @@ impl Metrics {
                 &["class"],
             )?,
             lag: IntGaugeVec::new(
-                Opts::new("consumer_lag", "messages after the checkpoint, per partition"),
+                Opts::new(
+                    "consumer_lag",
+                    "messages not read yet, per partition (end offset of the last fetch minus the reader position)",
+                ),
                 &["partition"],
             )?,
             commits: IntCounter::new("commits_total", "commits (partitions published, then checkpoint)")?,

@@ -135,16 +135,31 @@ fn pyarrow_and_duckdb_read_every_table_as_declared() {
         "rejected_events rows vs counts.rejected"
     );
 
-    let expected_path = dir.path().join("expected.json");
+    check_with_python(&python, &out, dir.path(), &expected_tables, &report_rows, None);
+}
+
+/// Runs `tests/py/check_outputs.py` over `out` against what the Rust reader read.
+fn check_with_python(
+    python: &str,
+    out: &Path,
+    dir: &Path,
+    expected_tables: &BTreeMap<String, BTreeMap<String, usize>>,
+    report_rows: &BTreeMap<String, u64>,
+    final_parts: Option<Vec<String>>,
+) {
+    let expected_path = dir.join("expected.json");
     std::fs::write(
         &expected_path,
-        serde_json::to_vec_pretty(&json!({"tables": expected_tables, "report_rows": report_rows})).unwrap(),
+        serde_json::to_vec_pretty(
+            &json!({"tables": expected_tables, "report_rows": report_rows, "final": final_parts}),
+        )
+        .unwrap(),
     )
     .unwrap();
 
-    let res = Command::new(&python)
+    let res = Command::new(python)
         .arg(manifest().join("tests/py/check_outputs.py"))
-        .arg(&out)
+        .arg(out)
         .arg(manifest().join("schemas/tables.json"))
         .arg(&expected_path)
         .output()
@@ -160,5 +175,108 @@ fn pyarrow_and_duckdb_read_every_table_as_declared() {
     assert!(
         stdout.contains("check_outputs: OK"),
         "no summary line from check_outputs.py:\n{stdout}\n{stderr}"
+    );
+}
+
+/// The continuous mode's outputs, `late_events` included, read the same way.
+#[test]
+fn pyarrow_and_duckdb_read_continuous_outputs_with_late_events() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use skipflow::continuous::{self, RunConfig, StartAt};
+    let python = python();
+    let k = skipflow::broker::EmbeddedKafka::start(None).unwrap();
+    k.create_topic("listen-events", 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = RunConfig {
+        output: out.clone(),
+        kafka: skipflow::source::kafka::KafkaInput::new(k.bootstrap(), "listen-events"),
+        start: StartAt::Earliest,
+        commit_interval: std::time::Duration::from_millis(200),
+        finalize_after: std::time::Duration::from_secs(3600),
+        workers: 2,
+        epoch: std::time::Duration::from_millis(20),
+        metrics_addr: None,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c2, s2) = (cfg.clone(), stop.clone());
+    let job = std::thread::spawn(move || continuous::run(&c2, s2));
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", k.bootstrap())
+        .create()
+        .unwrap();
+    let (day, hour) = (86_400_000i64, 3_600_000i64);
+    let d = 20_400 * day;
+    let ev = |id: &str, ts: i64, extra: &str| {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"skip","user_id":"u-{}","track_id":"t1","artist_id":"a1","ts":{ts},"ms_played":100,"track_duration_ms":2000{extra}}}"#,
+            ts % 3
+        )
+    };
+    let mut sent = 0;
+    let mut send = |batch: Vec<(String, i64)>| {
+        for (v, ts) in batch {
+            p.send(BaseRecord::<[u8], str>::to("listen-events").payload(&v).timestamp(ts))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            sent += 1;
+        }
+        p.flush(std::time::Duration::from_secs(30)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let c = continuous::read_checkpoint(&out).unwrap();
+            if c.is_some_and(|c| c.offsets.values().sum::<i64>() >= sent) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no checkpoint");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // Day D, then a listen two days later (D final), then late listens for D.
+    send(
+        (0..20)
+            .map(|i| (ev(&format!("e{i}"), d + i * hour, ""), d + i * hour))
+            .collect(),
+    );
+    send(vec![(ev("next", d + 2 * day, ""), d + 2 * day)]);
+    send(vec![
+        (
+            ev("late-a", d + 5 * hour, r#","context":"radio","country":"SE""#),
+            d + 2 * day + hour,
+        ),
+        (ev("late-b", d + 6 * hour, ""), d + 2 * day + hour),
+        ("not json".to_string(), d + 2 * day + hour),
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    job.join().unwrap().unwrap();
+
+    let tables = output::read_tables(&out);
+    assert_eq!(tables["late_events"].values().map(|r| r.len()).sum::<usize>(), 2);
+    let expected_tables: BTreeMap<String, BTreeMap<String, usize>> = tables
+        .iter()
+        .map(|(t, parts)| {
+            (
+                t.clone(),
+                parts.iter().map(|(dt, rows)| (dt.clone(), rows.len())).collect(),
+            )
+        })
+        .collect();
+    // Day D (2025-11-08) is final in every table but late_events; D+2 is open.
+    let final_parts: Vec<String> = [
+        "user_daily",
+        "user_track_daily",
+        "user_artist_daily",
+        "user_profile_28d",
+    ]
+    .iter()
+    .map(|t| format!("{t}/dt=2025-11-08"))
+    .collect();
+    check_with_python(
+        &python,
+        &out,
+        dir.path(),
+        &expected_tables,
+        &BTreeMap::new(),
+        Some(final_parts),
     );
 }

@@ -334,6 +334,8 @@ pub struct PartitionState {
     pub latest_ts: Option<i64>,
     /// Caught up: the end of the partition was reached and nothing came since.
     pub caught_up: bool,
+    /// The partition's end offset as last seen in a fetch (no broker call).
+    pub high: Option<i64>,
 }
 
 /// Reads assigned partition ranges.
@@ -437,10 +439,29 @@ impl KafkaReader {
                 position: o.read.end,
                 latest_ts: o.latest_ts,
                 caught_up: o.at_end,
+                high: self.cached_high(o.read.partition),
             })
             .collect();
         v.sort_by_key(|s| s.partition);
         v
+    }
+
+    /// The end offset of a partition from the consumer's last fetch response.
+    fn cached_high(&self, partition: i32) -> Option<i64> {
+        let c = self.consumer.as_ref()?;
+        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: a live client handle, a NUL-terminated topic, two out-pointers.
+        let err = unsafe {
+            rdkafka_sys::rd_kafka_get_watermark_offsets(
+                c.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
 
     /// Kafka client errors of this reader's consumer since it was created.

@@ -6,7 +6,9 @@ Usage: check_outputs.py OUTPUT_DIR SCHEMAS_JSON EXPECTED_JSON
 
 EXPECTED_JSON (written by tests/readers.rs) holds what the Rust side saw:
   {"tables": {"<table>": {"<dt>": <rows>, ...}, ...},   # Rust Parquet reader, per partition
-   "report_rows": {"<table>": <rows>, ...}}             # the run report's rows per table
+   "report_rows": {"<table>": <rows>, ...},             # the run report's rows per table
+   "final": ["<table>/dt=<dt>", ...]}                   # optional: the partitions that must
+                                                        # have _SUCCESS (default: all, as in batch)
 
 Prints one line per table and a summary line; exits 1 with every failure
 listed on any problem, 0 when all checks pass.
@@ -52,6 +54,9 @@ DT_COLUMN = {
 }
 
 failures = []
+
+# None: every partition must be final (batch); else the set of "table/dt=D" that must be.
+FINAL = None
 
 
 def fail(msg):
@@ -124,8 +129,12 @@ def partition_files(table_dir):
             files.append(os.path.join(path, f))
         if not files:
             fail(f"{path}: partition directory without a data file")
-        if not os.path.exists(os.path.join(path, "_SUCCESS")):
+        has = os.path.exists(os.path.join(path, "_SUCCESS"))
+        name = f"{os.path.basename(table_dir)}/{entry}"
+        if FINAL is None and not has:
             fail(f"{path}: no _SUCCESS (batch partitions are final)")
+        if FINAL is not None and has != (name in FINAL):
+            fail(f"{path}: _SUCCESS {'present' if has else 'missing'}, expected {'final' if name in FINAL else 'open'}")
         parts[dt] = files
     return parts
 
@@ -257,6 +266,9 @@ def main():
         expected = json.load(f)
     exp_tables = expected["tables"]
     report_rows = expected["report_rows"]
+    global FINAL
+    if expected.get("final") is not None:
+        FINAL = set(expected["final"])
 
     con = duckdb.connect()
     checked = []
