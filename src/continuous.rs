@@ -395,6 +395,8 @@ fn after_checkpoint(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, g: &Gathered,
             m.lag.with_label_values(&[&s.partition.to_string()]).set(l);
         }
     }
+    // Serve the committer's queued events (commit results, logs) now, not at shutdown.
+    let _ = sh.committer.poll(Duration::ZERO);
     if let Err(e) = sh.committer.commit(&tpl, CommitMode::Async) {
         tracing::debug!("committing consumer-group offsets: {e}");
         m.kafka_errors.with_label_values(&["offset_commit"]).inc();
@@ -590,7 +592,11 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         kafka_errors_reported: AtomicU64::new(0),
         started: chrono::Utc::now(),
         metrics,
-        committer: cfg.kafka.consumer()?,
+        committer: {
+            let c = cfg.kafka.consumer()?;
+            c.context().errors.silent.store(true, Ordering::Relaxed);
+            c
+        },
     });
     tracing::info!(
         topic = %cfg.kafka.topic,

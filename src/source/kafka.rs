@@ -53,6 +53,8 @@ impl KafkaInput {
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "50")
             .set("socket.connection.setup.timeout.ms", "5000")
+            // Reconnect within 2 s of a broker coming back (librdkafka's default backs off to 10 s).
+            .set("reconnect.backoff.max.ms", "2000")
             .set("log_level", "3");
         for (k, v) in &self.settings {
             c.set(k, v);
@@ -78,12 +80,17 @@ pub struct ErrorStats {
     pub total: std::sync::atomic::AtomicU64,
     /// Errors since data last flowed (a streak; 0 when healthy).
     pub streak: std::sync::atomic::AtomicU64,
+    /// Log errors at debug level only (a helper client whose errors the
+    /// reading consumers report already).
+    pub silent: std::sync::atomic::AtomicBool,
 }
 
 impl rdkafka::ClientContext for Quiet {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {
+            // Connection failures also arrive as errors: counted, and the first of a streak warned.
+            _ if fac == "FAIL" => tracing::debug!(target: "librdkafka", "{fac} {msg}"),
             L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", "{fac} {msg}"),
             L::Warning => tracing::warn!(target: "librdkafka", "{fac} {msg}"),
             _ => tracing::debug!(target: "librdkafka", "{fac} {msg}"),
@@ -97,7 +104,7 @@ impl rdkafka::ClientContext for Quiet {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         ) {
             self.errors.total.fetch_add(1, Ordering::Relaxed);
-            if self.errors.streak.fetch_add(1, Ordering::Relaxed) == 0 {
+            if self.errors.streak.fetch_add(1, Ordering::Relaxed) == 0 && !self.errors.silent.load(Ordering::Relaxed) {
                 tracing::warn!(
                     target: "librdkafka",
                     "Kafka error: {error}: {reason}; retrying until the broker answers (check that it is up and reachable)"
@@ -540,13 +547,8 @@ impl KafkaReader {
                     }
                 }
                 Some(Err(e)) => {
-                    let errors = &c.context().errors;
-                    errors.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if errors.streak.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-                        tracing::warn!(topic = %self.topic, "Kafka: {e}; retrying until the broker answers");
-                    } else {
-                        tracing::debug!(topic = %self.topic, "Kafka: {e}");
-                    }
+                    // Already counted and logged by the client context (`Quiet::error`).
+                    tracing::debug!(topic = %self.topic, "Kafka: {e}");
                 }
             }
         }

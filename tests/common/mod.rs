@@ -4,3 +4,4 @@ pub mod harness;
 pub mod kafka;
 pub mod output;
 pub mod reference;
+pub mod tansu;

@@ -1,0 +1,192 @@
+#![allow(dead_code)]
+//! tansu, an independent Kafka-API broker (installed once by `make test`
+//! under ~/.cache/skipflow/tansu), started and stopped by the tests: in
+//! memory, or on a SQLite file that survives a kill -9 and a restart on the
+//! same port.
+
+use super::kafka::TOPIC;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SKIPFLOW_TANSU") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/skipflow/tansu/bin/tansu");
+    assert!(
+        p.exists(),
+        "tansu is not installed: run `make test` (it installs tansu 0.6.0 once into ~/.cache/skipflow)"
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running tansu broker; killed when dropped.
+pub struct Tansu {
+    child: Option<Child>,
+    pub addr: String,
+    /// Where the SQLite database and the broker's log live (None: in memory).
+    dir: Option<PathBuf>,
+    /// Starts so far (the log of start `n` is `tansu-<n>.log`).
+    starts: u32,
+}
+
+impl Tansu {
+    /// A broker on a free port, storing in memory (its output discarded).
+    pub fn memory() -> Tansu {
+        let mut t = Tansu {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir: None,
+            starts: 0,
+        };
+        t.start();
+        t
+    }
+
+    /// A broker on a free port, storing in `dir/tansu.db` (logs in `dir/tansu-N.log`).
+    pub fn sqlite(dir: &Path) -> Tansu {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut t = Tansu {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir: Some(dir.to_path_buf()),
+            starts: 0,
+        };
+        t.start();
+        t
+    }
+
+    /// Starts the broker process (same port, same storage) and waits until it listens.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "tansu is already running");
+        let url = format!("tcp://{}", self.addr);
+        let mut cmd = Command::new(tansu_binary());
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url]);
+        match &self.dir {
+            // tansu opens `sqlite://PATH` relative to its working directory
+            // (an absolute path gets the working directory prefixed).
+            Some(dir) => {
+                let log = std::fs::File::create(dir.join(format!("tansu-{}.log", self.starts))).unwrap();
+                cmd.args(["--storage-engine", "sqlite://tansu.db"])
+                    .current_dir(dir)
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log);
+            }
+            None => {
+                cmd.args(["--storage-engine", "memory://tansu/"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+            }
+        }
+        self.child = Some(cmd.spawn().expect("starting tansu"));
+        self.starts += 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "tansu exited ({status}) before listening on {}:\n{}",
+                    self.addr,
+                    self.logs()
+                );
+            }
+            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.addr);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: no shutdown of any kind.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("tansu is running");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// Whether the broker process is running.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The broker's stderr of every start so far (SQLite storage only).
+    pub fn logs(&self) -> String {
+        let Some(dir) = &self.dir else {
+            return "(tansu's output is discarded in memory mode)".into();
+        };
+        (0..self.starts)
+            .map(|n| {
+                let s = std::fs::read_to_string(dir.join(format!("tansu-{n}.log"))).unwrap_or_default();
+                format!("--- tansu start {n} ---\n{}", tail(&s, 40))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn create_topic(&self, partitions: i32) {
+        create_topic(&self.addr, partitions)
+    }
+
+    /// Waits until the broker answers metadata for `TOPIC` with `partitions` partitions.
+    pub fn wait_for_topic(&self, partitions: usize) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("log_level", "0")
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = match c.fetch_metadata(Some(TOPIC), Duration::from_secs(2)) {
+                Ok(md) => {
+                    let n = md.topics().first().map_or(0, |t| t.partitions().len());
+                    if n == partitions {
+                        return;
+                    }
+                    format!("{n} partitions")
+                }
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "tansu at {} never showed {TOPIC} with {partitions} partitions (last: {last})\n{}",
+                self.addr,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn create_topic(addr: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
+    let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1));
+    let r = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
+    for x in r {
+        x.unwrap_or_else(|e| panic!("creating the topic: {e:?}"));
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
