@@ -152,6 +152,28 @@ pub fn watermark(states: &[PartitionState]) -> Option<i64> {
     Some(wm)
 }
 
+/// Crash injection for tests of recovery: `SKIPFLOW_CRASH_AT=<point>:<n>`
+/// aborts the process (no unwinding, no cleanup: like `kill -9`) the n-th time
+/// a commit reaches `<point>`: `staged` (partitions written to staging),
+/// `published-one` (after the first partition is renamed into place),
+/// `published` (all renamed, no checkpoint yet), `checkpointed` (checkpoint
+/// written, `_SUCCESS` of newly final days not yet).
+fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<(String, u32)>> = std::sync::OnceLock::new();
+    static SEEN: AtomicU32 = AtomicU32::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("SKIPFLOW_CRASH_AT").ok()?;
+        let (p, n) = v.split_once(':')?;
+        Some((p.to_string(), n.parse().ok()?))
+    });
+    if let Some((p, n)) = at {
+        if p == name && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("SKIPFLOW_CRASH_AT: aborting at {name}");
+            std::process::abort();
+        }
+    }
+}
+
 /// What a commit gathers from every worker.
 #[derive(Default)]
 struct Gathered {
@@ -951,6 +973,9 @@ fn commit(c: &mut CommitCtx<'_>) {
                 None => break,
             }
         }
+        if !staged.is_empty() {
+            crash_point("staged");
+        }
         sh.staged.lock().expect("staged").extend(staged);
     }
     sh.barrier.wait();
@@ -1042,13 +1067,19 @@ fn publish_and_checkpoint(
         return Ok(());
     }
     let staged = std::mem::take(&mut *sh.staged.lock().expect("staged"));
-    for s in &staged {
+    for (i, s) in staged.iter().enumerate() {
         if s.rows == 0 {
             publish::remove(&cfg.output, s.table, s.day)?;
         } else {
             let success = s.table == Table::RejectedEvents && old_final.is_some_and(|f| s.day <= f);
             publish::publish(&cfg.output, s, success)?;
         }
+        if i == 0 && staged.len() > 1 {
+            crash_point("published-one");
+        }
+    }
+    if !staged.is_empty() {
+        crash_point("published");
     }
     let _ = std::fs::remove_dir_all(staging);
 
@@ -1103,6 +1134,9 @@ fn publish_and_checkpoint(
     ck.commits += 1;
     ck.committed_at = chrono::Utc::now().to_rfc3339();
     write_checkpoint(&cfg.output, &ck)?;
+    if new_final != old_final {
+        crash_point("checkpointed");
+    }
     sh.final_through.store(new_final.unwrap_or(i32::MIN), Ordering::SeqCst);
     if new_final != old_final {
         let f = new_final.expect("final");

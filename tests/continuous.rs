@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::cont::{batch_run, http_get, last_report, sigterm};
 use common::kafka::{produce, records, TOPIC};
 use common::output;
 use rand::{Rng, SeedableRng};
-use skipflow::batch::{self, BatchConfig, KafkaBatch};
 use skipflow::broker::EmbeddedKafka;
 use skipflow::continuous::{self, RunConfig, StartAt};
 use skipflow::source::kafka::KafkaInput;
@@ -32,37 +32,6 @@ fn wait_for_checkpoint(out: &Path, total: i64, after: u64) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn batch_tables(addr: &str, dir: &Path) -> output::Tables {
-    batch_run(addr, dir).0
-}
-
-fn batch_run(addr: &str, dir: &Path) -> (output::Tables, skipflow::report::RunReport) {
-    let out = dir.join("batch");
-    let r = batch::run(&BatchConfig {
-        output: out.clone(),
-        inputs: vec![],
-        kafka: Some(KafkaBatch {
-            input: KafkaInput::new(addr, TOPIC),
-            skew_ms: 3_600_000,
-        }),
-        range: None,
-        workers: 2,
-        progress: false,
-    })
-    .unwrap();
-    (output::read_tables(&out), r.report)
-}
-
-/// The newest per-commit run report of a continuous output directory.
-fn last_report(out: &Path) -> serde_json::Value {
-    let mut names: Vec<_> = std::fs::read_dir(out.join("_runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    serde_json::from_slice(&std::fs::read(names.last().unwrap()).unwrap()).unwrap()
 }
 
 #[test]
@@ -101,7 +70,7 @@ fn batch_equals_continuous_after_bursts_across_commits() {
     let commits = run.join().unwrap().unwrap();
     assert!(commits >= 3, "{commits} commits");
 
-    let (expected, report) = batch_run(k.bootstrap(), dir.path());
+    let (expected, report) = batch_run(k.bootstrap(), &dir.path().join("batch"));
     let got = output::read_tables(&out);
     let c = &last_report(&out)["counts"];
     assert_eq!(c["read"], recs.len() as u64);
@@ -188,27 +157,12 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
         text.contains(&format!("skipflow_events{{class=\"read\"}} {}", recs.len())),
         "{text}"
     );
-    unsafe { kill(child.id() as i32, 15) };
+    sigterm(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 
-    let expected = batch_tables(k.bootstrap(), dir.path());
+    let expected = batch_run(k.bootstrap(), &dir.path().join("batch")).0;
     if let Some(d) = output::diff("continuous after kills", &output::read_tables(&out), "batch", &expected) {
         panic!("{d}");
     }
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
 }

@@ -7,15 +7,17 @@
 
 mod common;
 
+use common::cont::{balanced, batch_run, days_of_records, http_get, last_report, sigterm};
 use common::kafka::{produce, TOPIC};
 use common::output::{self, Tables};
+use common::tansu::free_port;
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use skipflow::batch::{self, BatchConfig, KafkaBatch};
+use skipflow::batch::{self, BatchConfig};
 use skipflow::broker::EmbeddedKafka;
 use skipflow::continuous::{self, Checkpoint, RunConfig, StartAt};
-use skipflow::generate::{generate, GenConfig, GenRecord};
+use skipflow::generate::{GenConfig, GenRecord};
 use skipflow::source::kafka::KafkaInput;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const DAY: i64 = 86_400_000;
+use common::cont::DAY;
 const HOUR: i64 = 3_600_000;
 /// 2025-11-08
 const D: i64 = 20_400;
@@ -145,25 +147,6 @@ impl Drop for Job {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
 fn success(out: &Path, table: &str, day: i64) -> bool {
     out.join(table)
         .join(format!("dt={}", day_str(day)))
@@ -210,21 +193,6 @@ fn profile_listens(t: &Tables, user: &str, as_of: i64) -> Option<i64> {
         .iter()
         .find(|r| r[0] == user)
         .map(|r| r[3].as_i64().unwrap())
-}
-
-fn last_counts(out: &Path) -> serde_json::Value {
-    let mut names: Vec<_> = std::fs::read_dir(out.join("_runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(names.last().unwrap()).unwrap()).unwrap();
-    r["counts"].clone()
-}
-
-fn balanced(c: &serde_json::Value) -> bool {
-    let n = |k: &str| c[k].as_u64().unwrap();
-    n("read") == n("kept") + n("duplicates") + n("rejected") + n("out_of_range") + n("late")
 }
 
 /// Feature tables only (late_events and rejected_events set aside).
@@ -331,7 +299,7 @@ fn success_late_events_and_open_day_updates_follow_the_watermark() {
     assert_eq!(late_rows[1][0], "late-2");
     assert!(!success(&out, "late_events", D), "late_events is never final");
     assert!(has_partition(&out, "rejected_events", D + 1));
-    let c = last_counts(&out);
+    let c = last_report(&out)["counts"].clone();
     assert_eq!(c["late"], 3, "{c}");
     assert_eq!(c["rejected"], 1, "{c}");
     assert_eq!(c["read"], n, "{c}");
@@ -366,7 +334,7 @@ fn success_late_events_and_open_day_updates_follow_the_watermark() {
     assert_eq!(tables["late_events"][&day_str(D)].len(), 3);
     assert_eq!(daily_listens(&tables, "u0", D + 1), Some(3));
     assert_eq!(profile_listens(&tables, "u0", D + 1), Some(14));
-    let c = last_counts(&out);
+    let c = last_report(&out)["counts"].clone();
     assert_eq!((c["read"].as_i64(), c["late"].as_i64()), (Some(n), Some(4)), "{c}");
     assert!(balanced(&c), "{c}");
 
@@ -428,42 +396,6 @@ fn an_idle_partition_does_not_stall_finalization() {
     job.stop();
 }
 
-/// Clean generated records (arrival within seconds of `ts`), grouped by arrival day.
-fn days_of_records(users: u32, days: u32, seed: u64) -> Vec<Vec<GenRecord>> {
-    let mut by_day: Vec<Vec<GenRecord>> = vec![Vec::new(); days as usize + 1];
-    let start = GenConfig::default().start_day as i64;
-    generate(
-        &GenConfig {
-            users,
-            days,
-            seed,
-            dirty: false,
-            ..GenConfig::default()
-        },
-        &mut |r| {
-            let d = (r.arrival_ms.div_euclid(DAY) - start).clamp(0, days as i64) as usize;
-            by_day[d].push(r)
-        },
-    );
-    by_day
-}
-
-fn batch_over_topic(addr: &str, out: &Path) -> Tables {
-    batch::run(&BatchConfig {
-        output: out.to_path_buf(),
-        inputs: vec![],
-        kafka: Some(KafkaBatch {
-            input: KafkaInput::new(addr, TOPIC),
-            skew_ms: 3_600_000,
-        }),
-        range: None,
-        workers: 2,
-        progress: false,
-    })
-    .unwrap();
-    output::read_tables(out)
-}
-
 #[test]
 fn ten_days_release_state_and_still_equal_one_batch_run() {
     let k = EmbeddedKafka::start(None).unwrap();
@@ -510,7 +442,7 @@ fn ten_days_release_state_and_still_equal_one_batch_run() {
         "resident memory: {r2} after 2 days, {r10} after 10"
     );
 
-    let expected = batch_over_topic(addr, &dir.path().join("batch"));
+    let expected = batch_run(addr, &dir.path().join("batch")).0;
     let got = output::read_tables(&out);
     if let Some(d) = output::diff("continuous", &got, "batch", &expected) {
         panic!("{d}");
@@ -525,10 +457,6 @@ fn ten_days_release_state_and_still_equal_one_batch_run() {
     assert!(f >= GenConfig::default().start_day as i64 + 8);
     // The restart point moved past the final days.
     assert!(ck.replay_from.values().sum::<i64>() > 0, "{ck:?}");
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
@@ -578,15 +506,15 @@ fn kill_9_with_days_finalizing_reaches_the_batch_tables() {
         assert!(Instant::now() < deadline, "never caught up: {c:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    unsafe { kill(child.id() as i32, 15) };
+    sigterm(&child);
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let ck = continuous::read_checkpoint(&out).unwrap().unwrap();
     assert!(ck.final_through.is_some(), "days were finalized: {ck:?}");
-    let expected = batch_over_topic(addr, &dir.path().join("batch"));
+    let expected = batch_run(addr, &dir.path().join("batch")).0;
     if let Some(d) = output::diff("continuous after kills", &output::read_tables(&out), "batch", &expected) {
         panic!("{d}");
     }
-    let c = last_counts(&out);
+    let c = last_report(&out)["counts"].clone();
     assert_eq!(c["read"], recs.len() as u64, "{c}");
     assert_eq!(c["late"], 0, "{c}");
     assert!(balanced(&c), "{c}");

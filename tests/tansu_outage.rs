@@ -7,12 +7,11 @@
 
 mod common;
 
+use common::cont::{batch_run, http_get, last_report, sigterm};
 use common::kafka::{produce, records, TOPIC};
 use common::output;
 use common::tansu::{free_port, tail, Tansu};
-use skipflow::batch::{self, BatchConfig, KafkaBatch};
 use skipflow::continuous;
-use skipflow::source::kafka::KafkaInput;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,7 +87,7 @@ impl Job {
 
     /// SIGTERM, then the exit status (the job commits once more first).
     fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe { kill(self.child.id() as i32, 15) };
+        sigterm(&self.child);
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -111,21 +110,6 @@ impl Drop for Job {
     }
 }
 
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
 /// Records covered by the checkpoint (offsets are next offsets, from 0) and commits.
 fn checkpoint(out: &Path) -> (i64, u64) {
     match continuous::read_checkpoint(out) {
@@ -146,32 +130,6 @@ fn skipflow_lines(text: &str) -> String {
         .filter(|l| l.starts_with("skipflow_"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// The newest per-commit run report of a continuous output directory.
-fn last_report(out: &Path) -> serde_json::Value {
-    let mut names: Vec<_> = std::fs::read_dir(out.join("_runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    serde_json::from_slice(&std::fs::read(names.last().unwrap()).unwrap()).unwrap()
-}
-
-fn batch_run(addr: &str, out: &Path) -> (output::Tables, skipflow::report::RunReport) {
-    let r = batch::run(&BatchConfig {
-        output: out.to_path_buf(),
-        inputs: vec![],
-        kafka: Some(KafkaBatch {
-            input: KafkaInput::new(addr, TOPIC),
-            skew_ms: 3_600_000,
-        }),
-        range: None,
-        workers: 2,
-        progress: false,
-    })
-    .expect("batch run over the topic");
-    (output::read_tables(out), r.report)
 }
 
 #[test]

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod cont;
 pub mod harness;
 pub mod kafka;
 pub mod output;
