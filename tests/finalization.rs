@@ -195,6 +195,35 @@ fn profile_listens(t: &Tables, user: &str, as_of: i64) -> Option<i64> {
         .map(|r| r[3].as_i64().unwrap())
 }
 
+/// The partitions (table -> days) the last commit that wrote anything replaced.
+fn last_writes(out: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut names: Vec<_> = std::fs::read_dir(out.join("_runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for n in names.iter().rev() {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(n).unwrap()).unwrap();
+        let t = r["tables"].as_object().unwrap();
+        if !t.is_empty() {
+            return t
+                .iter()
+                .map(|(k, v)| {
+                    let mut days: Vec<String> = v["days"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_str().unwrap().to_string())
+                        .collect();
+                    days.sort();
+                    (k.clone(), days)
+                })
+                .collect();
+        }
+    }
+    panic!("no commit wrote anything");
+}
+
 /// Feature tables only (late_events and rejected_events set aside).
 fn features(mut t: Tables) -> Tables {
     t.remove("late_events");
@@ -252,6 +281,15 @@ fn success_late_events_and_open_day_updates_follow_the_watermark() {
     let tables = output::read_tables(&out);
     assert_eq!(daily_listens(&tables, "u0", D), Some(11));
     assert!(markers(&out).is_empty());
+    // Only the partitions the listen touches were rewritten: D's daily
+    // tables and the profile days whose window holds D.
+    let w = last_writes(&out);
+    let d = day_str(D);
+    assert_eq!(w["user_daily"], vec![d.clone()], "{w:?}");
+    assert_eq!(w["user_track_daily"], vec![d.clone()], "{w:?}");
+    assert_eq!(w["user_artist_daily"], vec![d.clone()], "{w:?}");
+    assert_eq!(w["user_profile_28d"], vec![d.clone(), day_str(D + 1)], "{w:?}");
+    assert_eq!(w.len(), 4, "{w:?}");
 
     // The watermark reaches exactly end(D) + 1h: not past it, D stays open.
     let t = (D + 1) * DAY + HOUR;
