@@ -365,6 +365,22 @@ fn compact<Tr: TraceReader<Time = Time>>(t: &mut Tr, at: Time) {
     t.set_physical_compaction(AntichainRef::new(&[at]));
 }
 
+/// Compacts every held trace to `at`: a commit reads as of a boundary B
+/// (updates at times before B), so `at` must stay below every boundary still
+/// to come. Without this, each epoch's version of every changed row would be
+/// kept until the next commit.
+fn compact_all(h: &mut dataflow::Handles, at: Time) {
+    let t = &mut h.traces;
+    compact(&mut t.user_daily, at);
+    compact(&mut t.user_track_daily, at);
+    compact(&mut t.user_artist_daily, at);
+    compact(&mut t.user_profile, at);
+    compact(&mut t.rejected, at);
+    if let Some(l) = h.listens_trace.as_mut() {
+        compact(l, at);
+    }
+}
+
 /// Retracts every listen of days `from..=to` held in this worker's share of
 /// the arranged input.
 fn retract_listens(
@@ -767,6 +783,11 @@ fn run_worker(
             crossings.insert(target, reader.positions());
             time = target;
             advance(&mut h, time);
+            // Every boundary to come is at or past `next_boundary`, and the
+            // final one (once set, it may equal `time`) is above every time
+            // reached before it was set.
+            let last = sh.final_epoch.load(Ordering::SeqCst);
+            compact_all(&mut h, time.min(next_boundary - 1).min(last.saturating_sub(1)));
         }
         let last = sh.final_epoch.load(Ordering::SeqCst);
         let boundary = next_boundary.min(last);
@@ -1003,15 +1024,7 @@ fn commit(c: &mut CommitCtx<'_>) {
         }
     }
     // 5. Forget what no read needs any more.
-    let t = &mut c.h.traces;
-    compact(&mut t.user_daily, boundary);
-    compact(&mut t.user_track_daily, boundary);
-    compact(&mut t.user_artist_daily, boundary);
-    compact(&mut t.user_profile, boundary);
-    compact(&mut t.rejected, boundary);
-    if let Some(l) = c.h.listens_trace.as_mut() {
-        compact(l, boundary);
-    }
+    compact_all(c.h, boundary);
     let (done, pending): (Vec<_>, Vec<_>) = c.releasing.drain(..).partition(|(t, _, _)| *t < boundary);
     *c.releasing = pending;
     if index == 0 {

@@ -166,3 +166,51 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
         panic!("{d}");
     }
 }
+
+/// A stop before the first commit interval ends: the final commit alone
+/// publishes everything read so far (its checkpoint names those records), and
+/// a restart completes the rest: the tables equal one batch run.
+#[test]
+fn the_final_commit_on_stop_publishes_everything_it_read() {
+    let k = EmbeddedKafka::start(None).unwrap();
+    k.create_topic(TOPIC, 2).unwrap();
+    let recs = records(80, 2, 5);
+    produce(k.bootstrap(), &recs);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cont");
+    let cfg = |interval_ms: u64| RunConfig {
+        output: out.clone(),
+        kafka: KafkaInput::new(k.bootstrap(), TOPIC),
+        start: StartAt::Earliest,
+        commit_interval: Duration::from_millis(interval_ms),
+        finalize_after: Duration::from_secs(3600 * 24 * 365 * 200),
+        workers: 2,
+        epoch: Duration::from_millis(10),
+        metrics_addr: None,
+    };
+    // Only the final commit: the interval is far away.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c1, s1) = (cfg(600_000), stop.clone());
+    let run = std::thread::spawn(move || continuous::run(&c1, s1));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(run.join().unwrap().unwrap(), 1, "one commit: the final one");
+    let ck = continuous::read_checkpoint(&out).unwrap().unwrap();
+    assert!(ck.offsets.values().sum::<i64>() > 0, "{ck:?}");
+    let first = output::read_tables(&out);
+    assert!(
+        first.contains_key("user_daily"),
+        "the final commit published the listens it read"
+    );
+    // The restart reads the rest.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c2, s2) = (cfg(100), stop.clone());
+    let run = std::thread::spawn(move || continuous::run(&c2, s2));
+    wait_for_checkpoint(&out, recs.len() as i64, ck.commits);
+    stop.store(true, Ordering::SeqCst);
+    run.join().unwrap().unwrap();
+    let (expected, _) = batch_run(k.bootstrap(), &dir.path().join("batch"));
+    if let Some(d) = output::diff("continuous", &output::read_tables(&out), "batch", &expected) {
+        panic!("{d}");
+    }
+}
