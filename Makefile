@@ -8,7 +8,7 @@ PYTHON     := $(VENV)/bin/python
 BENCH_DIR  ?= .bench
 WORKERS    ?= 2
 
-.PHONY: all build release test pyenv tansu lint demo bench clean
+.PHONY: all build release test pyenv tansu lint demo bench bench-continuous clean
 
 all: build
 
@@ -56,6 +56,16 @@ $(BENCH_DIR)/events.ndjson: | release
 
 bench: release $(BENCH_DIR)/events.ndjson
 	./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
+
+# Continuous benchmark (benches/continuous.rs): tansu's memory engine, a
+# 3.4M-event backlog caught up, then $(RATE) events/s for $(LIVE_SECS) s with
+# 30 s commits; catch-up rate, freshness p50/p99, CPU s per M events, peak
+# RSS. More options: make bench-continuous BENCH_ARGS="--help".
+RATE       ?= 167000
+LIVE_SECS  ?= 120
+BENCH_ARGS ?=
+bench-continuous: tansu
+	SKIPFLOW_TANSU=$(TANSU) $(CARGO) bench --bench continuous -- --rate $(RATE) --live-secs $(LIVE_SECS) --workers $(WORKERS) $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
