@@ -771,7 +771,11 @@ fn run_worker(
     let mut releasing: Vec<(Time, i32, i32)> = Vec::new();
     loop {
         let stopping = sh.stop.load(Ordering::SeqCst);
-        if !stopping {
+        // Backpressure: read only while the dataflow has finished every epoch
+        // before the previous one; otherwise unprocessed input (and the
+        // reduces' work per distinct time) would pile up without bound.
+        let behind = h.probe.less_than(&time.saturating_sub(1));
+        if !stopping && !behind {
             reader.poll(8 * 1024, &mut |rec| feeder.feed(rec, &mut h, sh))?;
         }
         worker.step();
