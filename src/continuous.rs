@@ -534,21 +534,19 @@ fn starts(cfg: &RunConfig, ck: &Option<Checkpoint>) -> Result<BTreeMap<i32, i64>
         }
         return Ok(c.replay_from.clone());
     }
-    let from_ms = match cfg.start {
-        StartAt::Timestamp(t) => Some(t),
-        _ => None,
-    };
-    let plan = crate::source::kafka::plan(&cfg.kafka, from_ms)?;
-    Ok(plan
-        .into_iter()
-        .map(|r| {
-            let at = match cfg.start {
-                StartAt::Latest => r.end.unwrap_or(r.start),
-                _ => r.start,
-            };
-            (r.partition, at)
-        })
-        .collect())
+    match cfg.start {
+        // No end offsets needed: the log start, or the end as the broker reports it.
+        StartAt::Earliest => Ok(crate::source::kafka::log_bounds(&cfg.kafka, false)?
+            .into_iter()
+            .collect()),
+        StartAt::Latest => Ok(crate::source::kafka::log_bounds(&cfg.kafka, true)?
+            .into_iter()
+            .collect()),
+        StartAt::Timestamp(t) => Ok(crate::source::kafka::plan(&cfg.kafka, Some(t))?
+            .into_iter()
+            .map(|r| (r.partition, r.start))
+            .collect()),
+    }
 }
 
 /// Tables whose partitions of a final day carry `_SUCCESS`.
@@ -668,7 +666,15 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     let cfg2 = cfg.clone();
     let sh = shared.clone();
     let replay: Vec<(i32, i64)> = replay_from.into_iter().collect();
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    // Arrangements merge their batches while idle too: the versions a row goes
+    // through within a commit interval (compacted to one time) consolidate
+    // away instead of waiting for the next merge that new data would trigger.
+    let mut config = timely::Config::process(workers);
+    differential_dataflow::configure(
+        &mut config.worker,
+        &differential_dataflow::Config::default().idle_merge_effort(Some(100_000)),
+    );
+    let guards = timely::execute(config, move |worker| {
         let r = run_worker(worker, &cfg2, &sh, &replay, per_commit);
         if let Err(e) = &r {
             sh.fail(anyhow!("{e:#}"));

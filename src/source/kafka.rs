@@ -137,10 +137,9 @@ const META_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one probe fetch may take before its answer counts as unknown.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The partitions of the topic and the offsets a bounded run reads: from the
-/// first message at or after `from_ms` (or the log start) to the end offsets now.
-pub fn plan(input: &KafkaInput, from_ms: Option<i64>) -> Result<Vec<PartitionRange>> {
-    let consumer = input.consumer()?;
+/// The partition numbers of the topic, sorted; one clear error when the
+/// broker or the topic cannot be reached.
+fn partitions(consumer: &BaseConsumer<Quiet>, input: &KafkaInput) -> Result<Vec<i32>> {
     let md = consumer.fetch_metadata(Some(&input.topic), META_TIMEOUT).map_err(|e| {
         anyhow!(
             "cannot reach Kafka at {} ({e}); check --brokers and that the broker is running",
@@ -160,6 +159,30 @@ pub fn plan(input: &KafkaInput, from_ms: Option<i64>) -> Result<Vec<PartitionRan
     if parts.is_empty() {
         bail!("topic {} has no partitions on {}", input.topic, input.brokers);
     }
+    Ok(parts)
+}
+
+/// Per partition, the log start (`latest` false) or the end offset the
+/// broker reports (`latest` true): where an unbounded read starts, without
+/// the verification a bounded run needs.
+pub fn log_bounds(input: &KafkaInput, latest: bool) -> Result<Vec<(i32, i64)>> {
+    let consumer = input.consumer()?;
+    partitions(&consumer, input)?
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(&input.topic, p, META_TIMEOUT)
+                .with_context(|| format!("reading the offsets of {}/{p}", input.topic))?;
+            Ok((p, if latest { high } else { low }))
+        })
+        .collect()
+}
+
+/// The partitions of the topic and the offsets a bounded run reads: from the
+/// first message at or after `from_ms` (or the log start) to the end offsets now.
+pub fn plan(input: &KafkaInput, from_ms: Option<i64>) -> Result<Vec<PartitionRange>> {
+    let consumer = input.consumer()?;
+    let parts = partitions(&consumer, input)?;
     let mut out = Vec::new();
     for p in parts {
         let (low, reported) = consumer
