@@ -114,6 +114,12 @@ struct Args {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets as tests (no `--bench`):
+    // nothing to check there; the benchmark runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("bench-continuous: run it with `make bench-continuous` or `cargo bench --bench continuous`");
+        return;
+    }
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("bench-continuous: error: {e:#}");
