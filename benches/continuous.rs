@@ -102,9 +102,13 @@ struct Args {
     /// Stop producing when the machine's MemAvailable falls under this (MB).
     #[arg(long, default_value_t = 3072)]
     min_free_mb: u64,
-    /// Give up waiting for a checkpoint covering the produced records after this many seconds.
+    /// Catch-up: give up waiting for a checkpoint covering the backlog after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout_secs: u64,
+    /// Live: after the last acknowledgement, wait at most this long for the
+    /// checkpoint to cover every live record.
+    #[arg(long, default_value_t = 300)]
+    drain_secs: u64,
     /// Keep the temporary directory (output, skipflow.log, tansu.log; its path is printed).
     #[arg(long)]
     keep: bool,
@@ -121,6 +125,13 @@ fn main() {
         return;
     }
     let args = Args::parse();
+    // SIGINT/SIGTERM: stop skipflow and tansu and remove the temporary
+    // directory (the children and the directory are registered as they come).
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("bench-continuous: interrupted; stopping skipflow and tansu");
+        cleanup();
+        std::process::exit(130);
+    });
     if let Err(e) = run(&args) {
         eprintln!("bench-continuous: error: {e:#}");
         std::process::exit(1);
@@ -128,6 +139,46 @@ fn main() {
 }
 
 // ---------------------------------------------------------------- processes
+
+/// Child pids (skipflow first gets SIGTERM, then everything SIGKILL) and the
+/// temporary directory, for the signal handler.
+static CLEANUP: Mutex<(Vec<u32>, Option<PathBuf>)> = Mutex::new((Vec::new(), None));
+
+fn register_child(pid: u32) {
+    if let Ok(mut c) = CLEANUP.lock() {
+        c.0.push(pid);
+    }
+}
+
+fn register_dir(dir: &Path) {
+    if let Ok(mut c) = CLEANUP.lock() {
+        c.1 = Some(dir.to_path_buf());
+    }
+}
+
+fn cleanup() {
+    let Ok(mut c) = CLEANUP.lock() else { return };
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    let kill = |sig: &str, pid: u32| {
+        let _ = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    };
+    for &pid in &c.0 {
+        kill("-TERM", pid);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.0.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for &pid in &c.0 {
+        kill("-KILL", pid);
+    }
+    if let Some(d) = c.1.take() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
 
 /// A child process, killed (SIGKILL) when dropped unless already reaped.
 struct Proc {
@@ -139,6 +190,7 @@ struct Proc {
 impl Proc {
     fn new(name: &'static str, child: Child) -> Proc {
         let pid = child.id();
+        register_child(pid);
         Proc {
             name,
             child: Some(child),
@@ -1003,6 +1055,11 @@ struct PhaseCpu {
 }
 
 impl PhaseCpu {
+    /// Cores used by processes other than skipflow, tansu and this one.
+    fn other_cores(&self) -> f64 {
+        (self.machine - self.sf - self.tansu - self.me).max(0.0) / self.secs.max(1e-9)
+    }
+
     /// "x.xx sf + x.xx tansu + x.xx producer + x.xx other of N cores; steal x.xx".
     fn cores(&self, n: usize) -> String {
         let c = |x: f64| x / self.secs.max(1e-9);
@@ -1163,6 +1220,7 @@ fn run(args: &Args) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("skipflow-bench-continuous.")
         .tempdir()?;
+    register_dir(dir.path());
     let out = dir.path().join("out");
     let addr = format!("127.0.0.1:{}", free_port()?);
     let mut tansu = start_tansu(&addr, &dir.path().join("tansu.log"))?;
@@ -1631,6 +1689,25 @@ fn run(args: &Args) -> Result<()> {
     row("tansu peak RSS", format!("{:.0} MB", tansu_peak_kb as f64 / 1024.0));
     println!();
     println!("command: {command}");
+    let mut phases: Vec<(&str, &PhaseCpu)> = vec![("backlog produce", &produce_cpu)];
+    if let Some(c) = &calibration {
+        phases.push(("calibration", &c.cpu));
+    }
+    if let Some(b) = r.catch_up.as_ref().and_then(|c| c.busy_cpu.as_ref()) {
+        phases.push(("catch-up", b));
+    }
+    if let Some(w) = r.live.as_ref().and_then(|l| l.sf_work.as_ref()) {
+        phases.push(("live", &w.cpu));
+    }
+    for (name, c) in phases {
+        if c.other_cores() > 0.2 {
+            println!(
+                "WARNING: other processes used {:.2} cores during the {name} phase: the machine was not quiet, \
+                 the numbers are pessimistic; rerun on a quiet machine",
+                c.other_cores()
+            );
+        }
+    }
     if args.keep {
         let kept = dir.keep();
         println!("kept: {}", kept.display());
@@ -1756,7 +1833,7 @@ fn measure(
             .map(|(p, e)| (e - last.get(p).copied().unwrap_or(0)).max(0))
             .sum::<i64>()
     };
-    let wait = wait_covered(mon, &live_ends, sf, timeout);
+    let wait = wait_covered(mon, &live_ends, sf, Duration::from_secs(args.drain_secs));
     let done = match &wait {
         Wait::Covered(s) => Some(s.clone()),
         _ => None,
