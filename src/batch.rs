@@ -8,7 +8,7 @@
 
 use crate::dataflow::{self, Listen, RejectRow};
 use crate::dates;
-use crate::decode::{self, Reject, MAX_VALUE_BYTES};
+use crate::decode;
 use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
@@ -107,26 +107,10 @@ pub struct Feeder {
 impl Feeder {
     pub fn feed(&mut self, source: Id, rec: RawRecord<'_>, h: &mut dataflow::Handles) {
         self.counts.read += 1;
-        let value = rec.value.unwrap_or(&[]);
-        let decoded = if rec.value.is_none() {
-            Err(Reject::InvalidJson)
-        } else {
-            decode::decode(value)
-        };
-        match decoded {
+        match rec.decode() {
             Err(reason) => {
                 self.counts.reject(reason);
-                let day = rec.message_ts.map(decode::day_of).unwrap_or(self.run_day);
-                let raw = value[..value.len().min(MAX_VALUE_BYTES)].to_vec();
-                let row = RejectRow {
-                    source,
-                    partition: rec.partition,
-                    offset: rec.offset,
-                    message_ts: rec.message_ts,
-                    reason,
-                    raw,
-                };
-                h.rejected.update((day, row), 1);
+                h.rejected.update(rec.reject_row(source, reason, self.run_day), 1);
             }
             Ok(e) => {
                 let day = e.day();
@@ -136,16 +120,7 @@ impl Feeder {
                         return;
                     }
                 }
-                let eid = self.cache.get(&self.interner, day).intern(&e.event_id);
-                let l = Listen {
-                    time: dataflow::TimeType::new(e.ts, e.skip),
-                    user: self.interner.name(&e.user_id),
-                    track: self.interner.name(&e.track_id),
-                    artist: self.interner.name(&e.artist_id),
-                    ms_played: e.ms_played as u32,
-                    duration: e.track_duration_ms as u32,
-                };
-                h.listens.update(((day, eid), l), 1);
+                h.listens.update(Listen::keyed(&e, &self.interner, &mut self.cache), 1);
             }
         }
     }

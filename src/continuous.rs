@@ -31,7 +31,7 @@
 //! nothing is published until the checkpoint offsets are reached again.
 
 use crate::dataflow::{self, LateRow, ListenTrace, RejectRow, Time};
-use crate::decode::{self, Reject, MAX_VALUE_BYTES};
+use crate::decode;
 use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::Counts;
 use crate::schema::Table;
@@ -268,28 +268,11 @@ impl Feeder {
                 *self.arrivals.entry(ts.div_euclid(1000)).or_insert(0) += 1;
             }
         }
-        let value = rec.value.unwrap_or(&[]);
-        let decoded = if rec.value.is_none() {
-            Err(Reject::InvalidJson)
-        } else {
-            decode::decode(value)
-        };
-        match decoded {
+        match rec.decode() {
             Err(reason) => {
                 if fresh {
                     self.counts.reject(reason);
-                    let day = rec.message_ts.map(decode::day_of).unwrap_or(self.run_day);
-                    self.rejected.push((
-                        day,
-                        RejectRow {
-                            source: self.source,
-                            partition: rec.partition,
-                            offset: rec.offset,
-                            message_ts: rec.message_ts,
-                            reason,
-                            raw: value[..value.len().min(MAX_VALUE_BYTES)].to_vec(),
-                        },
-                    ));
+                    self.rejected.push(rec.reject_row(self.source, reason, self.run_day));
                 }
             }
             Ok(e) => {
@@ -305,16 +288,8 @@ impl Feeder {
                 if day < sh.as_of_lo.load(Ordering::Relaxed) || day > sh.as_of_hi.load(Ordering::Relaxed) {
                     extend_as_of(sh, day, self.final_through, &mut |d| h.as_of.update(d, 1));
                 }
-                let eid = self.cache.get(&self.interner, day).intern(&e.event_id);
-                let l = dataflow::Listen {
-                    time: dataflow::TimeType::new(e.ts, e.skip),
-                    user: self.interner.name(&e.user_id),
-                    track: self.interner.name(&e.track_id),
-                    artist: self.interner.name(&e.artist_id),
-                    ms_played: e.ms_played as u32,
-                    duration: e.track_duration_ms as u32,
-                };
-                h.listens.update(((day, eid), l), 1);
+                h.listens
+                    .update(dataflow::Listen::keyed(&e, &self.interner, &mut self.cache), 1);
             }
         }
     }
@@ -957,7 +932,7 @@ fn commit(c: &mut CommitCtx<'_>) {
         }
         // A changed partition with no rows left is removed (an empty share stands for it).
         for &(t, d) in changed.iter().filter(|(_, d)| !is_final(*d)) {
-            if owner_index(t, d, peers) == index {
+            if sink::owner(t, d, peers) == index {
                 buckets.entry((t, d)).or_insert_with(|| empty_rows(t));
             }
         }
@@ -1040,22 +1015,17 @@ fn commit(c: &mut CommitCtx<'_>) {
     if index == 0 {
         // Their retractions went through: the event ids of those days are unused.
         for (_, from, to) in done {
-            for d in sh.interner_days().into_iter().filter(|d| *d >= from && *d <= to) {
+            for d in sh
+                .interner
+                .event_day_list()
+                .into_iter()
+                .filter(|d| *d >= from && *d <= to)
+            {
                 sh.interner.release_day(d);
             }
         }
     }
     sh.barrier.wait();
-}
-
-impl Shared {
-    fn interner_days(&self) -> Vec<i32> {
-        self.interner.event_day_list()
-    }
-}
-
-fn owner_index(t: Table, d: i32, peers: usize) -> usize {
-    sink::owner(t, d, peers)
 }
 
 fn empty_rows(t: Table) -> PartRows {

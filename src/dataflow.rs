@@ -75,6 +75,27 @@ pub struct Listen {
     pub duration: u32,
 }
 
+impl Listen {
+    /// A valid event as dataflow input, keyed by (day, interned event id).
+    pub fn keyed(
+        e: &crate::decode::Event<'_>,
+        interner: &Interner,
+        cache: &mut crate::intern::EventIdCache,
+    ) -> ((i32, Id), Listen) {
+        let day = e.day();
+        let eid = cache.get(interner, day).intern(&e.event_id);
+        let l = Listen {
+            time: TimeType::new(e.ts, e.skip),
+            user: interner.name(&e.user_id),
+            track: interner.name(&e.track_id),
+            artist: interner.name(&e.artist_id),
+            ms_played: e.ms_played as u32,
+            duration: e.track_duration_ms as u32,
+        };
+        ((day, eid), l)
+    }
+}
+
 /// A kept listen within its (day, user) group; ordered by `ts` first: 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DayListen {

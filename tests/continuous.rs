@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cont::{batch_run, http_get, last_report, sigterm};
+use common::cont::{batch_run, http_get, last_report, sigterm, skipflow_run};
 use common::kafka::{produce, records, TOPIC};
 use common::output;
 use rand::{Rng, SeedableRng};
@@ -97,27 +97,12 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
         .port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_skipflow"))
-            .args([
-                "run",
-                "--brokers",
-                k.bootstrap(),
-                "--topic",
-                TOPIC,
-                "--commit-interval",
-                "200ms",
-                "--epoch",
-                "40ms",
-                // The dirty data arrives up to 3 days late: no day may finalize
-                // mid-test, or when it does would depend on timing.
-                "--finalize-after",
-                "1000000h",
-            ])
+        skipflow_run(k.bootstrap(), &out)
+            .args(["--commit-interval", "200ms", "--epoch", "40ms"])
+            // The dirty data arrives up to 3 days late: no day may finalize
+            // mid-test, or when it does would depend on timing.
+            .args(["--finalize-after", "1000000h"])
             .args(["--metrics-addr", &metrics_addr])
-            .arg("--output")
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };
@@ -213,4 +198,41 @@ fn the_final_commit_on_stop_publishes_everything_it_read() {
     if let Some(d) = output::diff("continuous", &output::read_tables(&out), "batch", &expected) {
         panic!("{d}");
     }
+}
+
+/// semantics.md: two runs must not write the same output directory at once;
+/// a second continuous run fails at start with a clear message (exit 3).
+#[test]
+fn a_second_run_on_the_same_output_fails_at_start() {
+    let k = EmbeddedKafka::start(None).unwrap();
+    k.create_topic(TOPIC, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cont");
+    let mut first = skipflow_run(k.bootstrap(), &out)
+        .args(["--commit-interval", "200ms"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while continuous::read_checkpoint(&out).ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the first run never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut child = skipflow_run(k.bootstrap(), &out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a second run on a locked output directory kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = child.wait_with_output().unwrap();
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{msg}");
+    assert!(msg.contains("locked"), "{msg}");
+    sigterm(&first);
+    assert_eq!(first.wait().unwrap().code(), Some(0));
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::cont::{balanced, batch_run, days_of_records, last_report, sigterm};
+use common::cont::{balanced, batch_run, days_of_records, last_report, sigterm, skipflow_run};
 use common::kafka::{produce, TOPIC};
 use common::output;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -21,20 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn spawn(addr: &str, out: &Path, crash_at: Option<&str>) -> std::process::Child {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_skipflow"));
-    c.args(["run", "--brokers", addr, "--topic", TOPIC])
-        .args([
-            "--commit-interval",
-            "100ms",
-            "--epoch",
-            "20ms",
-            "--finalize-after",
-            "1h",
-        ])
-        .arg("--output")
-        .arg(out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    let mut c = skipflow_run(addr, out);
+    c.args([
+        "--commit-interval",
+        "100ms",
+        "--epoch",
+        "20ms",
+        "--finalize-after",
+        "1h",
+    ]);
     match crash_at {
         Some(p) => c.env("SKIPFLOW_CRASH_AT", p),
         None => c.env_remove("SKIPFLOW_CRASH_AT"),

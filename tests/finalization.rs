@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::cont::{balanced, batch_run, days_of_records, http_get, last_report, sigterm};
+use common::cont::{balanced, batch_run, days_of_records, http_get, last_report, sigterm, skipflow_run};
 use common::kafka::{produce, TOPIC};
 use common::output::{self, Tables};
 use common::tansu::free_port;
@@ -506,8 +506,7 @@ fn kill_9_with_days_finalizing_reaches_the_batch_tables() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cont");
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_skipflow"))
-            .args(["run", "--brokers", addr, "--topic", TOPIC])
+        skipflow_run(addr, &out)
             .args([
                 "--commit-interval",
                 "150ms",
@@ -516,10 +515,6 @@ fn kill_9_with_days_finalizing_reaches_the_batch_tables() {
                 "--finalize-after",
                 "1h",
             ])
-            .arg("--output")
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };

@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::cont::{batch_run, http_get, last_report, sigterm};
-use common::kafka::{produce, records, TOPIC};
+use common::cont::{batch_run, http_get, last_report, sigterm, skipflow_run};
+use common::kafka::{produce, records};
 use common::output;
 use common::tansu::{free_port, tail, Tansu};
 use skipflow::continuous;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// Deadline of every wait: only there to avoid hanging.
@@ -32,14 +32,10 @@ struct Job {
 impl Job {
     fn spawn(brokers: &str, out: &Path, log: PathBuf) -> Job {
         let metrics_addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_skipflow"))
-            .args(["run", "--brokers", brokers, "--topic", TOPIC])
+        let child = skipflow_run(brokers, out)
             .args(["--commit-interval", "1s", "--finalize-after", "1000000h"])
             .args(["--workers", "2", "--start", "earliest", "--log", "info"])
             .args(["--metrics-addr", &metrics_addr])
-            .arg("--output")
-            .arg(out)
-            .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting skipflow run");

@@ -29,3 +29,35 @@ pub enum Poll {
     /// This source has nothing more to read (bounded runs).
     Done,
 }
+
+impl<'a> RawRecord<'a> {
+    /// The record's event, or why it breaks the contract (a null value is
+    /// `invalid_json`).
+    pub fn decode(&self) -> Result<crate::decode::Event<'a>, crate::decode::Reject> {
+        match self.value {
+            None => Err(crate::decode::Reject::InvalidJson),
+            Some(v) => crate::decode::decode(v),
+        }
+    }
+
+    /// The `rejected_events` row of this record and its partition day: the
+    /// day of its message timestamp, else `run_day` (file input).
+    pub fn reject_row(
+        &self,
+        source: crate::intern::Id,
+        reason: crate::decode::Reject,
+        run_day: i32,
+    ) -> (i32, crate::dataflow::RejectRow) {
+        let value = self.value.unwrap_or(&[]);
+        let day = self.message_ts.map(crate::decode::day_of).unwrap_or(run_day);
+        let row = crate::dataflow::RejectRow {
+            source,
+            partition: self.partition,
+            offset: self.offset,
+            message_ts: self.message_ts,
+            reason,
+            raw: value[..value.len().min(crate::decode::MAX_VALUE_BYTES)].to_vec(),
+        };
+        (day, row)
+    }
+}

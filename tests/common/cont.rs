@@ -12,6 +12,18 @@ use std::path::Path;
 
 pub const DAY: i64 = 86_400_000;
 
+/// `skipflow run` on `TOPIC` at `addr` into `out`, output silenced: callers
+/// add the flags of their test and spawn it.
+pub fn skipflow_run(addr: &str, out: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_skipflow"));
+    c.args(["run", "--brokers", addr, "--topic", TOPIC])
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
 /// One batch run over the whole topic into `out`: the tables continuous mode must reach.
 pub fn batch_run(addr: &str, out: &Path) -> (Tables, RunReport) {
     let r = batch::run(&BatchConfig {
