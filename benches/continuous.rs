@@ -80,6 +80,12 @@ struct Args {
     /// again) instead of new users per pass.
     #[arg(long)]
     same_users: bool,
+    /// Backlog and live pool: drop the generator's far-future listens (ts 2099-12-31). By the
+    /// spec it stretches the profile's as-of range to 2099, so every later
+    /// commit rewrites 28 `user_profile_28d` partitions (as-of today ..
+    /// today + 27) instead of one.
+    #[arg(long)]
+    no_far_future: bool,
     /// Producer-only calibration at the live rate before skipflow starts, seconds (0: none).
     #[arg(long, default_value_t = 15)]
     calibrate_secs: u64,
@@ -746,6 +752,15 @@ impl PoolRec {
     }
 }
 
+/// The generator's far-future listens (ts in 2099): `ts` more than a day
+/// after the record's arrival.
+fn is_far_future(r: &GenRecord) -> bool {
+    r.value
+        .as_deref()
+        .and_then(ts_span)
+        .is_some_and(|(_, _, ts)| ts > r.arrival_ms + MS_PER_DAY)
+}
+
 // ---------------------------------------------------------------- monitor
 
 #[derive(Clone, Debug)]
@@ -1167,6 +1182,7 @@ fn run(args: &Args) -> Result<()> {
     let cutoff = now_ms();
     let mut backlog = Vec::new();
     let mut dropped_future = 0u64;
+    let mut dropped_far_future = 0u64;
     generate(
         &GenConfig {
             users: args.users,
@@ -1178,6 +1194,8 @@ fn run(args: &Args) -> Result<()> {
         &mut |r: GenRecord| {
             if r.arrival_ms > cutoff {
                 dropped_future += 1;
+            } else if args.no_far_future && is_far_future(&r) {
+                dropped_far_future += 1;
             } else {
                 backlog.push(r);
             }
@@ -1188,11 +1206,12 @@ fn run(args: &Args) -> Result<()> {
     }
     let n_backlog = backlog.len() as u64;
     println!(
-        "generated backlog: {} records ({} users, {} days ending yesterday, dirty; {} arriving after now dropped) in {:.1} s",
+        "generated backlog: {} records ({} users, {} days ending yesterday, dirty; {} arriving after now dropped, {} far-future listens dropped) in {:.1} s",
         thousands(n_backlog as f64),
         args.users,
         args.days,
         dropped_future,
+        dropped_far_future,
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
@@ -1206,13 +1225,20 @@ fn run(args: &Args) -> Result<()> {
                 dirty: true,
                 start_day: today,
             },
-            &mut |r: GenRecord| pool.push(PoolRec::new(r)),
+            &mut |r: GenRecord| {
+                if args.no_far_future && is_far_future(&r) {
+                    dropped_far_future += 1;
+                } else {
+                    pool.push(PoolRec::new(r))
+                }
+            },
         );
         println!(
-            "generated live pool: {} records ({} users, one day; {} with event id, user id and ts rewritten per pass) in {:.1} s",
+            "generated live pool: {} records ({} users, one day; {} with event id, user id and ts rewritten per pass; far-future listens dropped so far: {}) in {:.1} s",
             thousands(pool.len() as f64),
             args.live_users,
             thousands(pool.iter().filter(|p| p.eid.is_some() && p.uid.is_some() && p.ts.is_some()).count() as f64),
+            dropped_far_future,
             t.elapsed().as_secs_f64()
         );
     }

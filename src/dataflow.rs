@@ -165,8 +165,10 @@ pub struct ProfileRow {
     pub ms_played: i64,
     pub distinct_tracks: i64,
     pub distinct_artists: i64,
-    pub top_artists: Vec<TopEntry>,
-    pub top_tracks: Vec<TopEntry>,
+    /// Shared, not copied: arrangement merges clone rows, and a clone of an
+    /// `Arc` is a counter increment rather than an allocation.
+    pub top_artists: Arc<[TopEntry]>,
+    pub top_tracks: Arc<[TopEntry]>,
 }
 
 /// A record that broke the input contract.
@@ -865,7 +867,7 @@ fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, Profil
 
 /// The first ten entries with at least one play: plays descending, skips
 /// ascending, id bytes ascending.
-fn top_n(map: &FxMap<Id, Tally>, cands: &mut Vec<TopEntry>, int: &Interner) -> Vec<TopEntry> {
+fn top_n(map: &FxMap<Id, Tally>, cands: &mut Vec<TopEntry>, int: &Interner) -> Arc<[TopEntry]> {
     cands.clear();
     cands.extend(
         map.iter()
@@ -878,5 +880,5 @@ fn top_n(map: &FxMap<Id, Tally>, cands: &mut Vec<TopEntry>, int: &Interner) -> V
         cands.truncate(TOP_N);
     }
     cands.sort_unstable_by(cmp);
-    cands.clone()
+    Arc::from(cands.as_slice())
 }

@@ -7,9 +7,10 @@ use crate::intern::{Id, Interner};
 use crate::schema::Table;
 use anyhow::{Context, Result};
 use arrow_array::builder::{
-    BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder, TimestampMillisecondBuilder,
+    BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMillisecondBuilder,
 };
-use arrow_array::{ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, Date32Array, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray};
+use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Fields};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -120,39 +121,41 @@ fn days(day: i32, n: usize) -> ArrayRef {
     Arc::new(Date32Array::from(vec![day; n]))
 }
 
-/// A `list<struct<id_name: string, plays: int64, skips: int64>>` column.
-fn top_list<'a>(id_name: &str, lists: impl Iterator<Item = &'a Vec<TopEntry>>, int: &Interner) -> ArrayRef {
+/// A `list<struct<id_name: string, plays: int64, skips: int64>>` column,
+/// built column by column (offsets, ids, plays, skips).
+fn top_list<'a>(id_name: &str, lists: impl ExactSizeIterator<Item = &'a [TopEntry]>, int: &Interner) -> ArrayRef {
     let fields = Fields::from(vec![
         Field::new(id_name, DataType::Utf8, true),
         Field::new("plays", DataType::Int64, true),
         Field::new("skips", DataType::Int64, true),
     ]);
-    let sb = StructBuilder::new(
-        fields,
-        vec![
-            Box::new(StringBuilder::new()),
-            Box::new(Int64Builder::new()),
-            Box::new(Int64Builder::new()),
-        ],
-    );
-    let mut lb = ListBuilder::new(sb);
+    let mut offsets: Vec<i32> = Vec::with_capacity(lists.len() + 1);
+    offsets.push(0);
+    let (mut ids, mut plays, mut skips) = (StringBuilder::new(), Vec::new(), Vec::new());
     for list in lists {
-        let sb = lb.values();
-        for &(id, plays, skips) in list {
-            sb.field_builder::<StringBuilder>(0)
-                .expect("string field")
-                .append_value(int.resolve(id));
-            sb.field_builder::<Int64Builder>(1)
-                .expect("plays field")
-                .append_value(plays);
-            sb.field_builder::<Int64Builder>(2)
-                .expect("skips field")
-                .append_value(skips);
-            sb.append(true);
+        for &(id, p, s) in list {
+            ids.append_value(int.resolve(id));
+            plays.push(p);
+            skips.push(s);
         }
-        lb.append(true);
+        offsets.push(i32::try_from(plays.len()).expect("fewer than 2^31 top entries in one partition"));
     }
-    Arc::new(lb.finish())
+    let values = StructArray::new(
+        fields.clone(),
+        vec![
+            Arc::new(ids.finish()),
+            Arc::new(Int64Array::from(plays)),
+            Arc::new(Int64Array::from(skips)),
+        ],
+        None,
+    );
+    let item = Arc::new(Field::new("item", DataType::Struct(fields), true));
+    Arc::new(ListArray::new(
+        item,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        None,
+    ))
 }
 
 /// Builds the record batch of one partition, rows sorted by the table key.
@@ -241,8 +244,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 i64s(v.iter().map(|(_, r)| r.ms_played)),
                 i64s(v.iter().map(|(_, r)| r.distinct_tracks)),
                 i64s(v.iter().map(|(_, r)| r.distinct_artists)),
-                top_list("artist_id", v.iter().map(|(_, r)| &r.top_artists), int),
-                top_list("track_id", v.iter().map(|(_, r)| &r.top_tracks), int),
+                top_list("artist_id", v.iter().map(|(_, r)| &r.top_artists[..]), int),
+                top_list("track_id", v.iter().map(|(_, r)| &r.top_tracks[..]), int),
             ]
         }
         PartRows::Rejected(mut v) => {
