@@ -80,6 +80,9 @@ struct Args {
     /// again) instead of new users per pass.
     #[arg(long)]
     same_users: bool,
+    /// skipflow --epoch (its input time step; empty: skipflow's default).
+    #[arg(long, default_value = "")]
+    epoch: String,
     /// Backlog and live pool: drop the generator's far-future listens (ts 2099-12-31). By the
     /// spec it stretches the profile's as-of range to 2099, so every later
     /// commit rewrites 28 `user_profile_28d` partitions (as-of today ..
@@ -1356,9 +1359,11 @@ fn run(args: &Args) -> Result<()> {
         "--log",
         &args.log,
     ];
+    let epoch = ["--epoch", args.epoch.as_str()];
     let start_ms = now_ms();
     let child = Command::new(&skipflow_bin)
         .args(sf_args)
+        .args(if args.epoch.is_empty() { &[][..] } else { &epoch[..] })
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

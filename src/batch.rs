@@ -524,7 +524,6 @@ fn batch_worker(
     if sh.failed.load(Ordering::SeqCst) {
         return Ok(()); // another worker failed: nothing will be published
     }
-    let mine = sink::take_owned(&sh.parts, index, peers);
     // Rows of rejected_events this run re-read (and so replaces).
     let read = sh.read.lock().expect("read ranges").clone();
     let reread = |r: &RejectRow| match plan {
@@ -537,7 +536,7 @@ fn batch_worker(
         }
     };
     let mut staged = Vec::new();
-    for ((table, day), mut rows) in mine {
+    while let Some(((table, day), mut rows)) = sink::take_next(&sh.parts) {
         if let PartRows::Rejected(new) = rows {
             // Keep published rows of sources this run did not read.
             let mut all = new;

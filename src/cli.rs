@@ -110,7 +110,8 @@ pub struct RunArgs {
     /// Worker threads (default: number of cores).
     #[arg(long, short = 'w')]
     pub workers: Option<usize>,
-    /// Input time step (advanced). Default 1s.
+    /// Input time step (advanced). Default: the commit interval in equal
+    /// steps of at most 5s.
     #[arg(long, value_name = "DURATION", hide = true)]
     pub epoch: Option<String>,
     /// Job file (TOML) with defaults for these flags.
@@ -121,6 +122,17 @@ pub struct RunArgs {
 fn duration(flag: &str, v: Option<String>, default: &str) -> Result<std::time::Duration> {
     let v = v.unwrap_or_else(|| default.to_string());
     humantime::parse_duration(&v).map_err(|e| bad(format!("--{flag} {v:?}: {e}")))
+}
+
+/// The default input time step of a continuous run: the commit interval cut
+/// into equal steps of at most 5 s (30 s: six steps of 5 s; 1 s: one step).
+/// Each step is a unit of incremental work: every user touched in a step has
+/// its day recomputed once, so longer steps cost less CPU (measured: 10.95 ->
+/// 7.51 CPU s per million events at 167k events/s going from 1 s to 5 s),
+/// while outputs only become visible at commits anyway.
+pub fn default_epoch(commit_interval: std::time::Duration) -> std::time::Duration {
+    let steps = commit_interval.as_millis().div_ceil(5_000).max(1) as u32;
+    (commit_interval / steps).max(std::time::Duration::from_millis(1))
 }
 
 /// Resolves `run` flags and job file into a continuous-run configuration.
@@ -158,7 +170,10 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
         a.commit_interval.clone().or(job.commit_interval),
         "30s",
     )?;
-    let epoch = duration("epoch", a.epoch.clone(), "1s")?.min(commit_interval);
+    let epoch = match a.epoch.clone() {
+        Some(e) => duration("epoch", Some(e), "")?.min(commit_interval),
+        None => default_epoch(commit_interval),
+    };
     Ok(RunConfig {
         output,
         kafka,
@@ -495,6 +510,23 @@ pub fn broker(a: &BrokerArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_epoch_divides_the_commit_interval_in_steps_of_at_most_5s() {
+        let ms = std::time::Duration::from_millis;
+        for (interval, epoch) in [
+            (30_000, 5_000),
+            (60_000, 5_000),
+            (7_000, 3_500),
+            (1_000, 1_000),
+            (200, 200),
+            (12_000, 4_000),
+        ] {
+            let e = default_epoch(ms(interval));
+            assert_eq!(e, ms(epoch), "interval {interval} ms");
+            assert!(e <= ms(5_000));
+        }
+    }
 
     #[test]
     fn shipped_job_files_parse() {

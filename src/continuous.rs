@@ -856,7 +856,7 @@ fn attempt<T>(sh: &Shared, r: Result<T>) -> Option<T> {
 /// published by worker 0, then the checkpoint, `_SUCCESS` of newly final
 /// days, and the release of their state.
 fn commit(c: &mut CommitCtx<'_>) {
-    let (sh, boundary, index, peers) = (c.sh, c.boundary, c.index, c.peers);
+    let (sh, boundary, index) = (c.sh, c.boundary, c.index);
     // 1. What every worker knows at the boundary.
     {
         let mut g = sh.gathered.lock().expect("gathered");
@@ -931,8 +931,8 @@ fn commit(c: &mut CommitCtx<'_>) {
             }
         }
         // A changed partition with no rows left is removed (an empty share stands for it).
-        for &(t, d) in changed.iter().filter(|(_, d)| !is_final(*d)) {
-            if sink::owner(t, d, peers) == index {
+        if index == 0 {
+            for &(t, d) in changed.iter().filter(|(_, d)| !is_final(*d)) {
                 buckets.entry((t, d)).or_insert_with(|| empty_rows(t));
             }
         }
@@ -942,9 +942,8 @@ fn commit(c: &mut CommitCtx<'_>) {
     if !replaying && !sh.failed() {
         // 3. Each owner stages its partitions; rejected and late rows merge
         // with what is published.
-        let mine = sink::take_owned(&sh.parts, index, peers);
         let mut staged = Vec::new();
-        for ((table, day), rows) in mine {
+        while let Some(((table, day), rows)) = sink::take_next(&sh.parts) {
             let rows = match rows {
                 PartRows::Rejected(mut new) => {
                     match attempt(sh, sink::read::rejected_rows(&c.cfg.output, day, &sh.interner)) {

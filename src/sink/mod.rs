@@ -162,30 +162,24 @@ pub fn hand_over(ex: &Exchange, buckets: Buckets) {
     }
 }
 
-/// Takes the partitions this worker owns, each share merged into one.
-pub fn take_owned(ex: &Exchange, index: usize, peers: usize) -> Vec<((Table, i32), PartRows)> {
+/// Takes the largest partition left in the exchange (all workers' shares
+/// merged into one), or `None` when every partition has been taken. Workers
+/// call this until it runs dry: each partition is written by exactly one
+/// worker, and the largest go first, so one worker never ends up with the
+/// two biggest tables of a day while the other waits.
+pub fn take_next(ex: &Exchange) -> Option<((Table, i32), PartRows)> {
     let mut parts = ex.lock().expect("partition exchange");
-    let keys: Vec<(Table, i32)> = parts
-        .keys()
-        .filter(|(t, d)| owner(*t, *d, peers) == index)
-        .copied()
-        .collect();
-    let mut out = Vec::new();
-    for k in keys {
-        let mut shares = parts.remove(&k).unwrap_or_default().into_iter();
-        if let Some(mut rows) = shares.next() {
-            for s in shares {
-                rows.append(s);
-            }
-            out.push((k, rows));
-        }
+    let key = parts
+        .iter()
+        .max_by_key(|(k, shares)| (shares.iter().map(PartRows::len).sum::<usize>(), std::cmp::Reverse(**k)))
+        .map(|(k, _)| *k)?;
+    let mut shares = parts.remove(&key).unwrap_or_default().into_iter();
+    drop(parts);
+    let mut rows = shares.next()?;
+    for s in shares {
+        rows.append(s);
     }
-    out
-}
-
-/// The worker that writes partition (table, day).
-pub fn owner(table: Table, day: i32, peers: usize) -> usize {
-    (day.rem_euclid(peers as i32) as usize + table as usize) % peers
+    Some((key, rows))
 }
 
 /// Writes one partition's rows into `staging/<table>/dt=<day>/part-00000.parquet`.
