@@ -856,6 +856,9 @@ fn attempt<T>(sh: &Shared, r: Result<T>) -> Option<T> {
 /// published by worker 0, then the checkpoint, `_SUCCESS` of newly final
 /// days, and the release of their state.
 fn commit(c: &mut CommitCtx<'_>) {
+    // The commit's duration runs from here (the input crossed the boundary)
+    // to the checkpoint: gathering, collecting, staging and publishing.
+    let begun = Instant::now();
     let (sh, boundary, index) = (c.sh, c.boundary, c.index);
     // 1. What every worker knows at the boundary.
     {
@@ -985,7 +988,7 @@ fn commit(c: &mut CommitCtx<'_>) {
     }
     sh.barrier.wait();
     if index == 0 && !sh.failed() {
-        let r = publish_and_checkpoint(c, replaying, &positions, old_final, &staging);
+        let r = publish_and_checkpoint(c, replaying, &positions, old_final, &staging, begun);
         attempt(sh, r);
         sh.positions.lock().expect("positions").retain(|t, _| *t > boundary);
     }
@@ -1046,10 +1049,10 @@ fn publish_and_checkpoint(
     positions: &BTreeMap<i32, i64>,
     old_final: Option<i32>,
     staging: &Path,
+    started: Instant,
 ) -> Result<()> {
     let (sh, cfg) = (c.sh, c.cfg);
     let g = std::mem::take(&mut *sh.gathered.lock().expect("gathered"));
-    let started = Instant::now();
     if replaying {
         // Counts and arrivals wait for the first published commit.
         let mut keep = sh.gathered.lock().expect("gathered");

@@ -52,7 +52,10 @@ impl Metrics {
             )?,
             commits: IntCounter::new("commits_total", "commits (partitions published, then checkpoint)")?,
             last_commit_timestamp: Gauge::new("last_commit_timestamp_seconds", "when the last commit finished")?,
-            last_commit_duration: Gauge::new("last_commit_duration_seconds", "how long the last commit took")?,
+            last_commit_duration: Gauge::new(
+                "last_commit_duration_seconds",
+                "how long the last commit took, from its boundary to the checkpoint (collecting, staging, publishing)",
+            )?,
             partitions_published: IntCounter::new("partitions_published_total", "partitions replaced by commits")?,
             open_days: IntGauge::new("open_days", "days with listens held in the dataflow state")?,
             kafka_errors: IntCounterVec::new(Opts::new("kafka_errors_total", "Kafka errors (retried)"), &["kind"])?,

@@ -135,6 +135,14 @@ fn kill_9_at_random_moments_then_restart_reaches_the_batch_tables() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(text.contains("skipflow_commits_total"), "{text}");
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let took = gauge("skipflow_last_commit_duration_seconds");
+    assert!(took > 0.0 && took < 60.0, "last commit took {took} s");
+    assert!(gauge("skipflow_last_commit_timestamp_seconds") > 1.7e9);
     for l in text.lines().filter(|l| l.starts_with("skipflow_consumer_lag{")) {
         assert!(l.ends_with(" 0"), "caught up, yet {l}");
     }
