@@ -961,7 +961,7 @@ fn spawn_monitor(c: MonitorCfg, mon: Arc<Mutex<Monitor>>, stop: Arc<AtomicBool>)
                     }
                     let (latency, rows, bytes) = report.unwrap_or((None, 0, 0));
                     println!(
-                        "  t={:>7.1}s commit {:>3}: covered {:>11} (+{:>9}/s) delivered-not-covered {:>10}  skipflow {:.2} cores (machine {:.2}), RSS {:>6.0} MB; boundary+{} s, rewrote {} rows {:.0} MB, publish {:.2} s",
+                        "  t={:>7.1}s commit {:>3}: covered {:>11} (+{:>9}/s) delivered-not-covered {:>10}  skipflow {:.2} cores (machine {:.2}), RSS {:>6.0} MB; boundary+{} s, rewrote {} rows {:.0} MB, commit took {:.2} s (skipflow metric)",
                         (s.t_ms - c.start_ms) as f64 / 1000.0,
                         commits,
                         thousands(cov as f64),

@@ -631,7 +631,10 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(5));
-                let e = 1 + (t0.elapsed().as_millis() / epoch_len.as_millis().max(1)) as u32;
+                // Epoch k >= 2 starts k epochs after the start (epoch 1 runs
+                // until then), so boundary k * per_commit is crossed exactly
+                // k commit intervals after the start.
+                let e = (t0.elapsed().as_millis() / epoch_len.as_millis().max(1)).max(1) as u32;
                 sh.epoch.fetch_max(e, Ordering::SeqCst);
             }
         })

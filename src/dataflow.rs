@@ -781,6 +781,10 @@ fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, Profil
         let (mut active, mut listens, mut plays, mut skips, mut ms) = (0i64, 0i64, 0i64, 0i64, 0i64);
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut last_marker: Option<i32> = None;
+        // The previous as-of day's row, while no daily row entered or left
+        // the window since: a user's as-of days after their last active day
+        // share one row until days slide out, so it is computed once.
+        let mut last_row: Option<ProfileRow> = None;
         for (m, _) in vals.iter().filter(|(p, _)| p.kind == ProfKind::AsOf) {
             let as_of = m.day;
             if last_marker == Some(as_of) {
@@ -788,6 +792,7 @@ fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, Profil
             }
             last_marker = Some(as_of);
             let first = as_of - WINDOW_DAYS + 1;
+            let (lo0, hi0) = (lo, hi);
             while hi < vals.len() && vals[hi].0.day <= as_of {
                 let (p, n) = vals[hi];
                 let n = n as i64;
@@ -844,8 +849,19 @@ fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, Profil
                 }
                 lo += 1;
             }
+            let moved = vals[lo0..lo]
+                .iter()
+                .chain(&vals[hi0..hi])
+                .any(|(p, _)| p.kind != ProfKind::AsOf);
             if active <= 0 {
+                last_row = None;
                 continue;
+            }
+            if !moved {
+                if let Some(row) = &last_row {
+                    out.push(((as_of, row.clone()), 1));
+                    continue;
+                }
             }
             let row = ProfileRow {
                 active_days: active,
@@ -858,6 +874,7 @@ fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, Profil
                 top_artists: top_n(&artists, &mut cands, &int),
                 top_tracks: top_n(&tracks, &mut cands, &int),
             };
+            last_row = Some(row.clone());
             out.push(((as_of, row), 1));
         }
         shrink(&mut tracks);
