@@ -1696,22 +1696,12 @@ fn run(args: &Args) -> Result<()> {
         if let Some(w) = &l.sf_work {
             row("  cores (skipflow window)", w.cpu.cores(cores));
         }
-        row(
-            "live CPU s per M events delivered: tansu",
-            format!(
-                "{:.2} ({:.2} cores)",
-                per_m(l.cpu.tansu, p.delivered),
-                l.cpu.tansu / l.cpu.secs
-            ),
-        );
-        row(
-            "live CPU s per M events delivered: producer (this process)",
-            format!(
-                "{:.2} ({:.2} cores)",
-                per_m(l.cpu.me, p.delivered),
-                l.cpu.me / l.cpu.secs
-            ),
-        );
+        for (who, cpu) in [("tansu", l.cpu.tansu), ("producer (this process)", l.cpu.me)] {
+            row(
+                &format!("live CPU s per M events delivered: {who}"),
+                format!("{:.2} ({:.2} cores)", per_m(cpu, p.delivered), cpu / l.cpu.secs),
+            );
+        }
     }
     row(
         "skipflow peak RSS (VmHWM)",

@@ -120,8 +120,11 @@ pub struct RunArgs {
 }
 
 fn duration(flag: &str, v: Option<String>, default: &str) -> Result<std::time::Duration> {
-    let v = v.unwrap_or_else(|| default.to_string());
-    humantime::parse_duration(&v).map_err(|e| bad(format!("--{flag} {v:?}: {e}")))
+    parse_duration(flag, v.as_deref().unwrap_or(default))
+}
+
+fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration> {
+    humantime::parse_duration(v).map_err(|e| bad(format!("--{flag} {v:?}: {e}")))
 }
 
 /// The default input time step of a continuous run: the commit interval cut
@@ -170,8 +173,8 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
         a.commit_interval.clone().or(job.commit_interval),
         "30s",
     )?;
-    let epoch = match a.epoch.clone() {
-        Some(e) => duration("epoch", Some(e), "")?.min(commit_interval),
+    let epoch = match &a.epoch {
+        Some(e) => parse_duration("epoch", e)?.min(commit_interval),
         None => default_epoch(commit_interval),
     };
     Ok(RunConfig {

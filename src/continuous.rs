@@ -511,12 +511,12 @@ fn starts(cfg: &RunConfig, ck: &Option<Checkpoint>) -> Result<BTreeMap<i32, i64>
     }
     match cfg.start {
         // No end offsets needed: the log start, or the end as the broker reports it.
-        StartAt::Earliest => Ok(crate::source::kafka::log_bounds(&cfg.kafka, false)?
-            .into_iter()
-            .collect()),
-        StartAt::Latest => Ok(crate::source::kafka::log_bounds(&cfg.kafka, true)?
-            .into_iter()
-            .collect()),
+        StartAt::Earliest | StartAt::Latest => {
+            let latest = matches!(cfg.start, StartAt::Latest);
+            Ok(crate::source::kafka::log_bounds(&cfg.kafka, latest)?
+                .into_iter()
+                .collect())
+        }
         StartAt::Timestamp(t) => Ok(crate::source::kafka::plan(&cfg.kafka, Some(t))?
             .into_iter()
             .map(|r| (r.partition, r.start))

@@ -769,16 +769,64 @@ struct Tally {
     days: i64,
 }
 
+/// The sums of one user's 28-day window while it slides.
+#[derive(Default)]
+struct Window {
+    active: i64,
+    listens: i64,
+    plays: i64,
+    skips: i64,
+    ms: i64,
+    tracks: FxMap<Id, Tally>,
+    artists: FxMap<Id, Tally>,
+}
+
+impl Window {
+    /// Empty, keeping the maps' capacity for the next user.
+    fn reset(&mut self) {
+        (self.active, self.listens, self.plays, self.skips, self.ms) = (0, 0, 0, 0, 0);
+        self.tracks.clear();
+        self.artists.clear();
+    }
+
+    /// Adds (`n` > 0, entering) or removes (`n` < 0, leaving) one daily row;
+    /// returns whether the window's contents changed (as-of markers do not).
+    fn apply(&mut self, p: &ProfIn, n: i64) -> bool {
+        match p.kind {
+            ProfKind::AsOf => return false,
+            ProfKind::Daily => {
+                self.active += n;
+                self.listens += n * (p.plays as i64 + p.skips as i64);
+                self.plays += n * p.plays as i64;
+                self.skips += n * p.skips as i64;
+                self.ms += n * p.ms_played as i64;
+            }
+            ProfKind::Track | ProfKind::Artist => {
+                let map = if p.kind == ProfKind::Track {
+                    &mut self.tracks
+                } else {
+                    &mut self.artists
+                };
+                let t = map.entry(p.id).or_default();
+                t.plays += n * p.plays as i64;
+                t.skips += n * p.skips as i64;
+                t.days += n;
+                if t.days == 0 {
+                    map.remove(&p.id);
+                }
+            }
+        }
+        true
+    }
+}
+
 /// `user_profile_28d` of one user: slides the 28-day window over the user's
 /// daily rows (sorted by day) and emits one row per as-of marker.
 fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, ProfileRow)> {
-    let mut tracks: FxMap<Id, Tally> = FxMap::default();
-    let mut artists: FxMap<Id, Tally> = FxMap::default();
+    let mut w = Window::default();
     let mut cands: Vec<TopEntry> = Vec::new();
     move |_user, vals, out| {
-        tracks.clear();
-        artists.clear();
-        let (mut active, mut listens, mut plays, mut skips, mut ms) = (0i64, 0i64, 0i64, 0i64, 0i64);
+        w.reset();
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut last_marker: Option<i32> = None;
         // The previous as-of day's row, while no daily row entered or left
@@ -792,93 +840,38 @@ fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, Profil
             }
             last_marker = Some(as_of);
             let first = as_of - WINDOW_DAYS + 1;
-            let (lo0, hi0) = (lo, hi);
+            let mut moved = false;
             while hi < vals.len() && vals[hi].0.day <= as_of {
-                let (p, n) = vals[hi];
-                let n = n as i64;
-                match p.kind {
-                    ProfKind::AsOf => {}
-                    ProfKind::Daily => {
-                        active += n;
-                        listens += n * (p.plays as i64 + p.skips as i64);
-                        plays += n * p.plays as i64;
-                        skips += n * p.skips as i64;
-                        ms += n * p.ms_played as i64;
-                    }
-                    ProfKind::Track | ProfKind::Artist => {
-                        let map = if p.kind == ProfKind::Track {
-                            &mut tracks
-                        } else {
-                            &mut artists
-                        };
-                        let t = map.entry(p.id).or_default();
-                        t.plays += n * p.plays as i64;
-                        t.skips += n * p.skips as i64;
-                        t.days += n;
-                    }
-                }
+                moved |= w.apply(vals[hi].0, vals[hi].1 as i64);
                 hi += 1;
             }
             while lo < hi && vals[lo].0.day < first {
-                let (p, n) = vals[lo];
-                let n = n as i64;
-                match p.kind {
-                    ProfKind::AsOf => {}
-                    ProfKind::Daily => {
-                        active -= n;
-                        listens -= n * (p.plays as i64 + p.skips as i64);
-                        plays -= n * p.plays as i64;
-                        skips -= n * p.skips as i64;
-                        ms -= n * p.ms_played as i64;
-                    }
-                    ProfKind::Track | ProfKind::Artist => {
-                        let map = if p.kind == ProfKind::Track {
-                            &mut tracks
-                        } else {
-                            &mut artists
-                        };
-                        if let Some(t) = map.get_mut(&p.id) {
-                            t.plays -= n * p.plays as i64;
-                            t.skips -= n * p.skips as i64;
-                            t.days -= n;
-                            if t.days == 0 {
-                                map.remove(&p.id);
-                            }
-                        }
-                    }
-                }
+                moved |= w.apply(vals[lo].0, -(vals[lo].1 as i64));
                 lo += 1;
             }
-            let moved = vals[lo0..lo]
-                .iter()
-                .chain(&vals[hi0..hi])
-                .any(|(p, _)| p.kind != ProfKind::AsOf);
-            if active <= 0 {
-                last_row = None;
+            if w.active <= 0 {
                 continue;
             }
-            if !moved {
-                if let Some(row) = &last_row {
-                    out.push(((as_of, row.clone()), 1));
-                    continue;
-                }
+            if let (false, Some(row)) = (moved, &last_row) {
+                out.push(((as_of, row.clone()), 1));
+                continue;
             }
             let row = ProfileRow {
-                active_days: active,
-                listens,
-                plays,
-                skips,
-                ms_played: ms,
-                distinct_tracks: tracks.len() as i64,
-                distinct_artists: artists.len() as i64,
-                top_artists: top_n(&artists, &mut cands, &int),
-                top_tracks: top_n(&tracks, &mut cands, &int),
+                active_days: w.active,
+                listens: w.listens,
+                plays: w.plays,
+                skips: w.skips,
+                ms_played: w.ms,
+                distinct_tracks: w.tracks.len() as i64,
+                distinct_artists: w.artists.len() as i64,
+                top_artists: top_n(&w.artists, &mut cands, &int),
+                top_tracks: top_n(&w.tracks, &mut cands, &int),
             };
             last_row = Some(row.clone());
             out.push(((as_of, row), 1));
         }
-        shrink(&mut tracks);
-        shrink(&mut artists);
+        shrink(&mut w.tracks);
+        shrink(&mut w.artists);
     }
 }
 

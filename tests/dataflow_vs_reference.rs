@@ -65,7 +65,9 @@ fn ev() -> impl Strategy<Value = Ev> {
         0u8..6,
         0u8..7,
         0u8..5,
-        0u8..4,
+        // Four neighbouring days and two a month later: profile windows fill,
+        // stay unchanged over as-of days with no listens, and empty again.
+        prop::sample::select(vec![0u8, 1, 2, 3, 30, 31]),
         0u8..10,
         0u16..400,
         0u8..7,

@@ -175,7 +175,7 @@ pub fn take_next(ex: &Exchange) -> Option<((Table, i32), PartRows)> {
         .map(|(k, _)| *k)?;
     let mut shares = parts.remove(&key).unwrap_or_default().into_iter();
     drop(parts);
-    let mut rows = shares.next()?;
+    let mut rows = shares.next().expect("hand_over adds a partition with its first share");
     for s in shares {
         rows.append(s);
     }
