@@ -3,19 +3,38 @@
 
 CARGO      ?= cargo
 CACHE      ?= $(HOME)/.cache/skipflow
+# Where cargo puts binaries: honours CARGO_TARGET_DIR.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+SKIPFLOW   := $(TARGET_DIR)/release/skipflow
 VENV       ?= $(CACHE)/venv
 PYTHON     := $(VENV)/bin/python
 BENCH_DIR  ?= .bench
 WORKERS    ?= 2
 
-.PHONY: all build release test pyenv tansu lint demo bench bench-continuous clean
+.PHONY: all build release test pyenv tansu sysdeps lint demo bench bench-continuous clean
 
 all: build
 
-build:
+# System packages, from Debian's repositories when missing (root or sudo):
+# OpenSSL's headers for librdkafka's TLS and SASL (zstd, lz4, snappy, zlib
+# and curl are built from source by their crates); stunnel, the TLS
+# terminator in front of tansu for the TLS tests; openssl to make their
+# certificates.
+sysdeps:
+	@missing=""; \
+	pkg-config --exists openssl 2>/dev/null || missing="$$missing libssl-dev pkg-config"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || missing="$$missing stunnel4"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+build: sysdeps
 	$(CARGO) build
 
-release:
+release: sysdeps
 	$(CARGO) build --release
 
 # Python readers (pyarrow, DuckDB from PyPI) used by the tests to read the
@@ -38,7 +57,7 @@ $(TANSU):
 
 tansu: $(TANSU)
 
-test: pyenv tansu
+test: sysdeps pyenv tansu
 	SKIPFLOW_PYTHON=$(PYTHON) SKIPFLOW_TANSU=$(TANSU) $(CARGO) test --all-targets -- --test-threads=2
 
 lint:
@@ -46,16 +65,16 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 demo: release
-	./target/release/skipflow demo
+	$(SKIPFLOW) demo
 
 # Batch benchmark: ~3.5M events (20,000 users, 7 days) generated once, then
 # `skipflow batch` timed with $(WORKERS) workers (events/s and peak RSS).
 $(BENCH_DIR)/events.ndjson: | release
 	mkdir -p $(BENCH_DIR)
-	./target/release/skipflow generate --users 20000 --days 7 --seed 7 --output $@
+	$(SKIPFLOW) generate --users 20000 --days 7 --seed 7 --output $@
 
 bench: release $(BENCH_DIR)/events.ndjson
-	./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
+	SKIPFLOW=$(SKIPFLOW) ./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
 
 # Continuous benchmark (benches/continuous.rs): tansu's memory engine, a
 # 3.4M-event backlog caught up, then $(RATE) events/s for $(LIVE_SECS) s with

@@ -7,7 +7,7 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/skipflow-bench.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 events=$(wc -l < "$file")
 start=$(date +%s.%N)
-/usr/bin/time -f '%M' -o "$out.rss" ./target/release/skipflow batch --quiet --input "$file" --output "$out" --workers "$workers" > "$out.summary"
+/usr/bin/time -f '%M' -o "$out.rss" "${SKIPFLOW:-./target/release/skipflow}" batch --quiet --input "$file" --output "$out" --workers "$workers" > "$out.summary"
 end=$(date +%s.%N)
 rss_kb=$(cat "$out.rss"); rm -f "$out.rss"
 secs=$(echo "$end - $start" | bc -l)

@@ -9,6 +9,7 @@
 use crate::dataflow::{self, Listen, RejectRow};
 use crate::dates;
 use crate::decode;
+use crate::error::{self, Abort, Barrier};
 use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
@@ -20,7 +21,7 @@ use anyhow::{anyhow, Context, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A batch run's settings.
@@ -85,8 +86,8 @@ struct Shared {
     barrier: Barrier,
     staged: Mutex<Vec<Staged>>,
     parts: sink::Exchange,
-    /// A worker failed: the others skip staging.
-    failed: AtomicBool,
+    /// The first failure of any worker: the others stop waiting and nothing is published.
+    abort: Arc<Abort>,
     /// What the Kafka readers read, per partition.
     read: Mutex<Vec<kafka::ReadRange>>,
     missing: Mutex<Vec<i32>>,
@@ -166,7 +167,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
         barrier: Barrier::new(workers),
         staged: Mutex::new(Vec::new()),
         parts: Mutex::new(HashMap::new()),
-        failed: AtomicBool::new(false),
+        abort: Abort::new(),
         read: Mutex::new(Vec::new()),
         missing: Mutex::new(Vec::new()),
         bytes: Arc::new(AtomicU64::new(0)),
@@ -188,11 +189,15 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     let staging2 = staging.clone();
     let plan = Arc::new(plan);
     let plan_for_report = plan.clone();
+    error::install_panic_hook();
+    let abort = shared.abort.clone();
     let result = timely::execute(timely::Config::process(workers), move |worker| {
+        sh.abort.enter(worker.index());
         let r = batch_worker(worker, &cfg2, &sh, &plan, &staging2);
         if let Err(e) = &r {
-            // Let the other workers pass the barrier if this one failed before it.
-            tracing::debug!("worker {}: {e:#}", worker.index());
+            // The others stop waiting for this one (barriers and progress give up).
+            sh.abort.fail(format!("{e:#}"));
+            dataflow::abandon(worker);
         }
         r.map_err(|e| format!("{e:#}"))
     })
@@ -202,17 +207,10 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
     if let Some(h) = bar {
         let _ = h.join();
     }
-    let mut failures = Vec::new();
-    for r in result {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(e),
-            Err(e) => failures.push(format!("worker panicked: {e}")),
-        }
-    }
-    if !failures.is_empty() {
+    let failed = result.iter().any(|r| !matches!(r, Ok(Ok(()))));
+    if let (true, Some(first)) = (failed || abort.is_set(), abort.message()) {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(anyhow!("{}; no partition was published", failures.join("; ")));
+        return Err(anyhow!("{first}; no partition was published"));
     }
 
     // Publish: every staged partition, then remove partitions of the range left without rows.
@@ -348,7 +346,7 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
 /// there): today, UTC, or `SKIPFLOW_RUN_DAY` (YYYY-MM-DD) to reproduce a run.
 fn run_day() -> Result<i32> {
     match std::env::var("SKIPFLOW_RUN_DAY") {
-        Ok(d) => dates::parse_day(&d).map_err(|e| crate::cli::ConfigError(format!("SKIPFLOW_RUN_DAY: {e}")).into()),
+        Ok(d) => dates::parse_day(&d).map_err(|e| crate::error::ConfigError(format!("SKIPFLOW_RUN_DAY: {e}")).into()),
         Err(_) => Ok(dates::today()),
     }
 }
@@ -401,6 +399,7 @@ fn batch_worker(
                 .filter(|(i, _)| i % peers == index)
                 .map(|(_, r)| r.clone())
                 .collect();
+            error::inject("reader", index, peers)?;
             Reader::Kafka(KafkaReader::new(input, &mine)?, sh.sources[0])
         }
     };
@@ -411,20 +410,16 @@ fn batch_worker(
         range: cfg.range,
         run_day: sh.run_day,
     };
-    let mut failure: Option<anyhow::Error> = None;
+    let abort = sh.abort.clone();
     let t0 = Instant::now();
     loop {
+        abort.check()?;
         let polled = reader.poll(16 * 1024, &sh.sources, &mut |source, rec| {
             feeder.feed(source, rec, &mut h)
-        });
+        })?;
         worker.step();
-        match polled {
-            Ok(Poll::More) => {}
-            Ok(Poll::Done) => break,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+        if polled == Poll::Done {
+            break;
         }
     }
     if let Reader::Kafka(r, _) = &reader {
@@ -445,7 +440,8 @@ fn batch_worker(
         rss_mb = crate::report::rss_mb(),
         "input read"
     );
-    worker.step_while(|| h.probe.less_than(&1));
+    worker.step_while(|| !abort.is_set() && h.probe.less_than(&1));
+    abort.check()?;
     tracing::info!(
         worker = index,
         secs = t0.elapsed().as_secs_f64(),
@@ -461,24 +457,20 @@ fn batch_worker(
         }
         sh.counts.lock().expect("counts").add(&feeder.counts);
     }
-    sh.barrier.wait();
+    sh.barrier.wait(&abort)?;
     let range = effective_range(cfg.range, &sh.kept_days.lock().expect("days"));
 
     // Time 1: window days before the range, and the as-of days.
-    if let (Some((from, to)), None) = (range, &failure) {
+    if let Some((from, to)) = range {
+        error::inject("prior", index, peers)?;
         for day in from - dataflow::WINDOW_DAYS + 1..from {
             if day.rem_euclid(peers as i32) as usize != index {
                 continue;
             }
             let present = sink::read::prior_day(&cfg.output, day, &sh.interner, &mut |u, p| h.prior.update((u, p), 1))
-                .with_context(|| format!("reading the published day {}", dates::day_to_string(day)));
-            match present {
-                Ok(true) => {}
-                Ok(false) => sh.missing.lock().expect("missing").push(day),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+                .with_context(|| format!("reading the published day {}", dates::day_to_string(day)))?;
+            if !present {
+                sh.missing.lock().expect("missing").push(day);
             }
         }
         if index == 0 {
@@ -492,19 +484,14 @@ fn batch_worker(
     drop(h.rejected);
     drop(h.prior);
     drop(h.as_of);
-    worker.step_while(|| !probe.done());
+    worker.step_while(|| !abort.is_set() && !probe.done());
+    abort.check()?;
     tracing::info!(
         worker = index,
         secs = t0.elapsed().as_secs_f64(),
         rss_mb = crate::report::rss_mb(),
         "profile computed"
     );
-    if let Some(e) = failure {
-        // Still meet the others at the barrier below, or they wait forever.
-        sh.failed.store(true, Ordering::SeqCst);
-        sh.barrier.wait();
-        return Err(e);
-    }
 
     // Gather this worker's share of every partition, hand each to its owner, stage what we own.
     let in_range = |t: Table, d: i32| match t {
@@ -520,10 +507,7 @@ fn batch_worker(
         "rows collected"
     );
     sink::hand_over(&sh.parts, buckets);
-    sh.barrier.wait();
-    if sh.failed.load(Ordering::SeqCst) {
-        return Ok(()); // another worker failed: nothing will be published
-    }
+    sh.barrier.wait(&abort)?;
     // Rows of rejected_events this run re-read (and so replaces).
     let read = sh.read.lock().expect("read ranges").clone();
     let reread = |r: &RejectRow| match plan {
@@ -536,6 +520,7 @@ fn batch_worker(
         }
     };
     let mut staged = Vec::new();
+    error::inject("staging", index, peers)?;
     while let Some(((table, day), mut rows)) = sink::take_next(&sh.parts) {
         if let PartRows::Rejected(new) = rows {
             // Keep published rows of sources this run did not read.
@@ -547,6 +532,7 @@ fn batch_worker(
             rows = PartRows::Rejected(all);
         }
         debug_assert_eq!(rows.table(), table);
+        abort.check()?;
         staged.push(sink::stage_partition(staging, day, rows, &sh.interner)?);
     }
     tracing::info!(

@@ -2,6 +2,7 @@
 //! come from a job file; flags given on the command line win.
 
 use crate::dates;
+pub use crate::error::{bad, ConfigError};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -33,9 +34,17 @@ pub enum Command {
     #[command(after_help = "Exit codes: 0 every partition written; 2 bad usage or configuration; \
 3 the output directory is locked by another run; 1 any other failure (nothing was published).")]
     Batch(BatchArgs),
-    /// Continuous incremental run following a Kafka topic; publishes changed
-    /// partitions every commit interval; stops on SIGINT/SIGTERM after a final
-    /// commit (first slice: no finalization or late_events yet).
+    /// Continuous incremental run following a Kafka topic (and partitions
+    /// added to it): publishes changed partitions every commit interval,
+    /// finalizes days by the watermark (`_SUCCESS`, late_events), resumes from
+    /// its checkpoint; stops on SIGINT/SIGTERM after a final commit.
+    #[command(
+        after_help = "Exit codes: 0 stopped by SIGINT/SIGTERM after a final commit; 2 bad usage or \
+configuration; 3 the output directory is locked by another run; 1 an error waiting cannot fix \
+(authentication, authorization, unknown topic, undecodable messages, offsets deleted by retention, \
+the output disk): nothing after the last checkpoint was published, a restart resumes from it. \
+A broker that is down or unreachable is waited for, not an error."
+    )]
     Run(RunArgs),
     /// Embedded Kafka (librdkafka's mock cluster) on 127.0.0.1 with the topic
     /// created; prints its bootstrap address first; serves until Ctrl-C/SIGTERM.
@@ -168,6 +177,7 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
     };
     let mut kafka = crate::source::kafka::KafkaInput::new(&brokers, &topic);
     kafka.settings = job.kafka.clone();
+    kafka.allow_data_loss = job.allow_data_loss.unwrap_or(false);
     let commit_interval = duration(
         "commit-interval",
         a.commit_interval.clone().or(job.commit_interval),
@@ -186,6 +196,7 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
         workers: default_workers(a.workers.or(job.workers))?,
         epoch,
         metrics_addr: a.metrics_addr.clone().or(job.metrics_addr),
+        discovery_interval: duration("partition_discovery_interval", job.partition_discovery_interval, "30s")?,
     })
 }
 
@@ -242,15 +253,6 @@ pub struct InspectArgs {
     pub limit: usize,
 }
 
-/// A bad usage or configuration: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-fn bad(msg: impl Into<String>) -> anyhow::Error {
-    ConfigError(msg.into()).into()
-}
-
 /// A job file: the same settings as the flags, documented in `jobs/*.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,6 +269,11 @@ pub struct JobFile {
     pub commit_interval: Option<String>,
     pub finalize_after: Option<String>,
     pub metrics_addr: Option<String>,
+    /// Offsets deleted by retention before they were read: go on without
+    /// them (counted and logged) instead of failing. Default false.
+    pub allow_data_loss: Option<bool>,
+    /// How often `run` checks the topic for added partitions. Default 30s.
+    pub partition_discovery_interval: Option<String>,
     /// librdkafka settings passed through to the consumer.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, String>,
@@ -337,6 +344,7 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
             let skew = humantime::parse_duration(&skew).map_err(|e| bad(format!("--skew {skew:?}: {e}")))?;
             let mut input = crate::source::kafka::KafkaInput::new(&b, &topic);
             input.settings = job.kafka.clone();
+            input.allow_data_loss = job.allow_data_loss.unwrap_or(false);
             Some(crate::batch::KafkaBatch {
                 input,
                 skew_ms: skew.as_millis() as i64,

@@ -32,11 +32,12 @@
 
 use crate::dataflow::{self, LateRow, ListenTrace, RejectRow, Time};
 use crate::decode;
+use crate::error::{self, Abort, Barrier};
 use crate::intern::{EventIdCache, Id, Interner};
 use crate::report::Counts;
 use crate::schema::Table;
 use crate::sink::{self, publish, PartRows, Staged};
-use crate::source::kafka::{KafkaInput, KafkaReader, PartitionState, Quiet};
+use crate::source::kafka::{Ctx, Discovery, KafkaInput, KafkaReader, PartitionState};
 use crate::source::RawRecord;
 use anyhow::{anyhow, Context, Result};
 use differential_dataflow::operators::arrange::TraceAgent;
@@ -48,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::progress::frontier::{Antichain, AntichainRef};
 
@@ -74,6 +75,8 @@ pub struct RunConfig {
     pub epoch: Duration,
     /// Where to serve Prometheus metrics.
     pub metrics_addr: Option<String>,
+    /// How often the topic is checked for partitions added to it.
+    pub discovery_interval: Duration,
 }
 
 /// The checkpoint: what the published outputs reflect.
@@ -198,6 +201,8 @@ struct Shared {
     final_epoch: AtomicU32,
     stop: AtomicBool,
     barrier: Barrier,
+    /// The first failure of any worker: every wait gives up, nothing more is published.
+    abort: Arc<Abort>,
     /// Reader positions per worker at each boundary epoch.
     positions: Mutex<BTreeMap<Time, BTreeMap<i32, i64>>>,
     /// Partitions changed since the last published commit.
@@ -205,7 +210,6 @@ struct Shared {
     gathered: Mutex<Gathered>,
     parts: sink::Exchange,
     staged: Mutex<Vec<Staged>>,
-    failed: Mutex<Option<String>>,
     /// Offsets the published outputs reflected when this process started.
     resume: BTreeMap<i32, i64>,
     checkpoint: Mutex<Checkpoint>,
@@ -222,20 +226,12 @@ struct Shared {
     started: chrono::DateTime<chrono::Utc>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Commits consumer-group offsets after each checkpoint (lag dashboards).
-    committer: BaseConsumer<Quiet>,
+    committer: BaseConsumer<Ctx>,
+    /// Partitions of the topic, new ones included (a process-local cache).
+    discovery: Discovery,
 }
 
 impl Shared {
-    fn fail(&self, e: anyhow::Error) {
-        self.failed
-            .lock()
-            .expect("failed")
-            .get_or_insert_with(|| format!("{e:#}"));
-        self.stop.store(true, Ordering::SeqCst);
-    }
-    fn failed(&self) -> bool {
-        self.failed.lock().expect("failed").is_some()
-    }
     fn final_through(&self) -> Option<i32> {
         Some(self.final_through.load(Ordering::SeqCst)).filter(|d| *d != i32::MIN)
     }
@@ -495,33 +491,61 @@ fn write_commit_report(sh: &Shared, cfg: &RunConfig, ck: &Checkpoint, staged: &[
     Ok(())
 }
 
-/// Starting positions: the checkpoint's replay start, or `start` on a first run.
+/// Starting positions: the checkpoint's replay start (partitions added to
+/// the topic since: their log start), or `start` on a first run.
 fn starts(cfg: &RunConfig, ck: &Option<Checkpoint>) -> Result<BTreeMap<i32, i64>> {
-    if let Some(c) = ck {
-        if c.topic != cfg.kafka.topic {
-            return Err(crate::cli::ConfigError(format!(
-                "{} holds the checkpoint of topic {}, not {}; use another --output",
-                cfg.output.display(),
-                c.topic,
-                cfg.kafka.topic
-            ))
-            .into());
-        }
-        return Ok(c.replay_from.clone());
-    }
-    match cfg.start {
-        // No end offsets needed: the log start, or the end as the broker reports it.
-        StartAt::Earliest | StartAt::Latest => {
-            let latest = matches!(cfg.start, StartAt::Latest);
-            Ok(crate::source::kafka::log_bounds(&cfg.kafka, latest)?
+    let Some(c) = ck else {
+        return match cfg.start {
+            // No end offsets needed: the log start, or the end as the broker reports it.
+            StartAt::Earliest | StartAt::Latest => {
+                crate::source::kafka::log_bounds(&cfg.kafka, matches!(cfg.start, StartAt::Latest))
+            }
+            StartAt::Timestamp(t) => Ok(crate::source::kafka::plan(&cfg.kafka, Some(t))?
                 .into_iter()
-                .collect())
-        }
-        StartAt::Timestamp(t) => Ok(crate::source::kafka::plan(&cfg.kafka, Some(t))?
-            .into_iter()
-            .map(|r| (r.partition, r.start))
-            .collect()),
+                .map(|r| (r.partition, r.start))
+                .collect()),
+        };
+    };
+    if c.topic != cfg.kafka.topic {
+        return Err(crate::error::bad(format!(
+            "{} holds the checkpoint of topic {}, not {}; use another --output",
+            cfg.output.display(),
+            c.topic,
+            cfg.kafka.topic
+        )));
     }
+    let lows = crate::source::kafka::log_bounds(&cfg.kafka, false)?;
+    let mut out = c.replay_from.clone();
+    let gone: Vec<(i32, i64, i64)> = c
+        .replay_from
+        .iter()
+        .filter_map(|(p, from)| lows.get(p).filter(|low| *low > from).map(|low| (*p, *from, *low)))
+        .collect();
+    if let Some(&(p, from, low)) = gone.first() {
+        let unread = c.offsets.get(&p).map_or(low - from, |o| (low - o).max(0));
+        let line = format!(
+            "{} partition {p}: the checkpoint needs offsets from {from} but the log now starts at {low}: \
+             {} records were deleted by retention ({unread} of them never read){}",
+            cfg.kafka.topic,
+            low - from,
+            if gone.len() > 1 {
+                format!(", and {} more partitions lost records", gone.len() - 1)
+            } else {
+                String::new()
+            },
+        );
+        if !cfg.kafka.allow_data_loss {
+            anyhow::bail!("{line}; set allow_data_loss = true in the job file to go on without them");
+        }
+        tracing::warn!("{line}; going on from the log start (allow_data_loss)");
+        for (p, _, low) in gone {
+            out.insert(p, low);
+        }
+    }
+    for (p, low) in lows {
+        out.entry(p).or_insert(low);
+    }
+    Ok(out)
 }
 
 /// Tables whose partitions of a final day carry `_SUCCESS`.
@@ -585,12 +609,12 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         final_epoch: AtomicU32::new(u32::MAX),
         stop: AtomicBool::new(false),
         barrier: Barrier::new(workers),
+        abort: Abort::new(),
         positions: Mutex::new(BTreeMap::new()),
         changed: Mutex::new(HashSet::new()),
         gathered: Mutex::new(Gathered::default()),
         parts: Mutex::new(HashMap::new()),
         staged: Mutex::new(Vec::new()),
-        failed: Mutex::new(None),
         resume: ck.offsets.clone(),
         final_through: AtomicI32::new(ck.final_through.unwrap_or(i32::MIN)),
         as_of: Mutex::new(as_of),
@@ -608,6 +632,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
             c.context().errors.silent.store(true, Ordering::Relaxed);
             c
         },
+        discovery: Discovery::start(&cfg.kafka, replay_from.clone(), cfg.discovery_interval),
     });
     tracing::info!(
         topic = %cfg.kafka.topic,
@@ -623,6 +648,9 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         std::thread::spawn(move || {
             let t0 = Instant::now();
             loop {
+                if sh.abort.is_set() {
+                    return;
+                }
                 if stop.load(Ordering::SeqCst) || sh.stop.load(Ordering::SeqCst) {
                     let e = sh.epoch.load(Ordering::SeqCst);
                     sh.final_epoch.store(e + 1, Ordering::SeqCst);
@@ -652,10 +680,14 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         &mut config.worker,
         &differential_dataflow::Config::default().idle_merge_effort(Some(100_000)),
     );
+    error::install_panic_hook();
     let guards = timely::execute(config, move |worker| {
+        sh.abort.enter(worker.index());
         let r = run_worker(worker, &cfg2, &sh, &replay, per_commit);
         if let Err(e) = &r {
-            sh.fail(anyhow!("{e:#}"));
+            // The others stop waiting for this one.
+            sh.abort.fail(format!("{e:#}"));
+            dataflow::abandon(worker);
         }
         r.map_err(|e| format!("{e:#}"))
     })
@@ -663,15 +695,11 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     let results = guards.join();
     shared.stop.store(true, Ordering::SeqCst);
     let _ = clock.join();
-    if let Some(e) = shared.failed.lock().expect("failed").clone() {
-        return Err(anyhow!("{e}"));
-    }
-    for r in results {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(anyhow!("{e}")),
-            Err(e) => return Err(anyhow!("worker panicked: {e}")),
-        }
+    let failed = results.iter().any(|r| !matches!(r, Ok(Ok(()))));
+    if let (true, Some(first)) = (failed || shared.abort.is_set(), shared.abort.message()) {
+        return Err(anyhow!(
+            "{first}; nothing after the last checkpoint was published (a restart resumes from it)"
+        ));
     }
     Ok(shared.commits.load(Ordering::SeqCst) as u64)
 }
@@ -686,6 +714,7 @@ fn load_prior(
     sh: &Shared,
     h: &mut dataflow::Handles,
 ) -> Result<()> {
+    error::inject("prior", index, peers)?;
     for day in days {
         if day.rem_euclid(peers as i32) as usize != index {
             continue;
@@ -706,12 +735,9 @@ fn run_worker(
     let index = worker.index();
     let peers = worker.peers();
     let mut h = dataflow::build_with(worker, sh.interner.clone(), dataflow::Options { continuous: true });
-    let mine: Vec<(i32, i64)> = replay
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % peers == index)
-        .map(|(_, p)| *p)
-        .collect();
+    let owns = |p: i32| p.rem_euclid(peers as i32) as usize == index;
+    let mine: Vec<(i32, i64)> = replay.iter().filter(|(p, _)| owns(*p)).copied().collect();
+    error::inject("reader", index, peers)?;
     let mut reader = KafkaReader::follow(&cfg.kafka, &mine)?;
     let final_through = sh.final_through.load(Ordering::SeqCst);
     let mut feeder = Feeder {
@@ -753,7 +779,18 @@ fn run_worker(
     let mut crossings: BTreeMap<Time, Vec<(i32, i64)>> = BTreeMap::new();
     // Days whose retraction was input at a time, to forget once it is done.
     let mut releasing: Vec<(Time, i32, i32)> = Vec::new();
+    let mut looked = Instant::now();
     loop {
+        sh.abort.check()?;
+        if looked.elapsed() >= Duration::from_secs(1) {
+            looked = Instant::now();
+            // Partitions added to the topic: the owner starts at their log start.
+            for (p, low) in sh.discovery.partitions() {
+                if owns(p) {
+                    reader.add(p, low)?;
+                }
+            }
+        }
         let stopping = sh.stop.load(Ordering::SeqCst);
         // Backpressure: read only while the dataflow has finished every epoch
         // before the previous one; otherwise unprocessed input (and the
@@ -781,7 +818,8 @@ fn run_worker(
         let boundary = next_boundary.min(last);
         if time >= boundary {
             let probe = h.probe.clone();
-            worker.step_while(|| probe.less_than(&boundary));
+            worker.step_while(|| !sh.abort.is_set() && probe.less_than(&boundary));
+            sh.abort.check()?;
             let at = crossings
                 .range(boundary..)
                 .next()
@@ -806,10 +844,7 @@ fn run_worker(
                 reader: &reader,
                 releasing: &mut releasing,
             };
-            commit(&mut ctx);
-            if sh.failed() {
-                return Err(anyhow!(sh.failed.lock().expect("failed").clone().unwrap_or_default()));
-            }
+            commit(&mut ctx)?;
             if boundary == last {
                 return Ok(());
             }
@@ -843,22 +878,10 @@ struct CommitCtx<'a> {
     releasing: &'a mut Vec<(Time, i32, i32)>,
 }
 
-/// Runs one step of a commit; a failure is recorded and the step skipped,
-/// so every worker still meets the others at each barrier.
-fn attempt<T>(sh: &Shared, r: Result<T>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            sh.fail(e);
-            None
-        }
-    }
-}
-
 /// One commit: changed partitions as of `boundary`, staged by their owners,
 /// published by worker 0, then the checkpoint, `_SUCCESS` of newly final
 /// days, and the release of their state.
-fn commit(c: &mut CommitCtx<'_>) {
+fn commit(c: &mut CommitCtx<'_>) -> Result<()> {
     // The commit's duration runs from here (the input crossed the boundary)
     // to the checkpoint: gathering, collecting, staging and publishing.
     let begun = Instant::now();
@@ -894,7 +917,7 @@ fn commit(c: &mut CommitCtx<'_>) {
         }
         g.kafka_errors += c.reader.errors();
     }
-    sh.barrier.wait();
+    sh.barrier.wait(&sh.abort)?;
     // Replaying after a restart: publish nothing until the checkpoint's offsets are reached.
     let positions = sh
         .positions
@@ -909,11 +932,11 @@ fn commit(c: &mut CommitCtx<'_>) {
         let g = sh.gathered.lock().expect("gathered");
         sh.changed.lock().expect("changed").extend(g.changed.iter().copied());
     }
-    sh.barrier.wait();
+    sh.barrier.wait(&sh.abort)?;
     let staging = publish::state_dir(&c.cfg.output)
         .join("staging")
         .join(format!("commit-{boundary}"));
-    if !replaying && !sh.failed() {
+    if !replaying {
         // 2. Changed partitions of open days, from the arrangements, plus the
         // rejected and late rows read since the last commit.
         let changed = sh.changed.lock().expect("changed").clone();
@@ -944,27 +967,22 @@ fn commit(c: &mut CommitCtx<'_>) {
         }
         sink::hand_over(&sh.parts, buckets);
     }
-    sh.barrier.wait();
-    if !replaying && !sh.failed() {
+    sh.barrier.wait(&sh.abort)?;
+    if !replaying {
         // 3. Each owner stages its partitions; rejected and late rows merge
         // with what is published.
         let mut staged = Vec::new();
+        error::inject("staging", index, c.peers)?;
         while let Some(((table, day), rows)) = sink::take_next(&sh.parts) {
             let rows = match rows {
                 PartRows::Rejected(mut new) => {
-                    match attempt(sh, sink::read::rejected_rows(&c.cfg.output, day, &sh.interner)) {
-                        Some(old) => new.extend(old),
-                        None => break,
-                    }
+                    new.extend(sink::read::rejected_rows(&c.cfg.output, day, &sh.interner)?);
                     new.sort_by_key(|r| (r.source, r.partition, r.offset));
                     new.dedup_by_key(|r| (r.source, r.partition, r.offset));
                     PartRows::Rejected(new)
                 }
                 PartRows::Late(mut new) => {
-                    match attempt(sh, sink::read::late_rows(&c.cfg.output, day)) {
-                        Some(old) => new.extend(old),
-                        None => break,
-                    }
+                    new.extend(sink::read::late_rows(&c.cfg.output, day)?);
                     PartRows::Late(new)
                 }
                 rows => rows,
@@ -979,26 +997,20 @@ fn commit(c: &mut CommitCtx<'_>) {
                 });
                 continue;
             }
-            match attempt(sh, sink::stage_partition(&staging, day, rows, &sh.interner)) {
-                Some(s) => staged.push(s),
-                None => break,
-            }
+            sh.abort.check()?;
+            staged.push(sink::stage_partition(&staging, day, rows, &sh.interner)?);
         }
         if !staged.is_empty() {
             crash_point("staged");
         }
         sh.staged.lock().expect("staged").extend(staged);
     }
-    sh.barrier.wait();
-    if index == 0 && !sh.failed() {
-        let r = publish_and_checkpoint(c, replaying, &positions, old_final, &staging, begun);
-        attempt(sh, r);
+    sh.barrier.wait(&sh.abort)?;
+    if index == 0 {
+        publish_and_checkpoint(c, replaying, &positions, old_final, &staging, begun)?;
         sh.positions.lock().expect("positions").retain(|t, _| *t > boundary);
     }
-    sh.barrier.wait();
-    if sh.failed() {
-        return;
-    }
+    sh.barrier.wait(&sh.abort)?;
     // 4. Newly final days: release their state.
     let new_final = sh.final_through();
     if !replaying {
@@ -1007,8 +1019,7 @@ fn commit(c: &mut CommitCtx<'_>) {
             let f = new_final.expect("a final day");
             let from = old_final.map_or(i32::MIN, |o| o + 1);
             c.feeder.first_off = c.feeder.first_off.split_off(&(f + 1, i32::MIN));
-            let r = release(c, old_final, f);
-            attempt(sh, r);
+            release(c, old_final, f)?;
             c.releasing.push((c.time, from, f));
             c.feeder.cache.clear();
         }
@@ -1030,7 +1041,8 @@ fn commit(c: &mut CommitCtx<'_>) {
             }
         }
     }
-    sh.barrier.wait();
+    sh.barrier.wait(&sh.abort)?;
+    Ok(())
 }
 
 fn empty_rows(t: Table) -> PartRows {

@@ -892,3 +892,12 @@ fn top_n(map: &FxMap<Id, Tally>, cands: &mut Vec<TopEntry>, int: &Interner) -> A
     cands.sort_unstable_by(cmp);
     Arc::from(cands.as_slice())
 }
+
+/// Drops every dataflow of `worker`: after a failure, so that timely does not
+/// step them forever waiting for workers that stopped (timely keeps stepping
+/// a worker's dataflows until they complete once its closure returns).
+pub fn abandon(worker: &mut timely::worker::Worker) {
+    for id in worker.installed_dataflows() {
+        worker.drop_dataflow(id);
+    }
+}

@@ -15,11 +15,11 @@ use std::path::Path;
 /// Renders the overview (or one partition's rows) as text.
 pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize) -> Result<String> {
     if !dir.is_dir() {
-        return Err(crate::cli::ConfigError(format!("{} is not a directory", dir.display())).into());
+        return Err(crate::error::ConfigError(format!("{} is not a directory", dir.display())).into());
     }
     let tables: Vec<Table> = match table {
         Some(t) => vec![Table::from_name(t).ok_or_else(|| {
-            crate::cli::ConfigError(format!(
+            crate::error::ConfigError(format!(
                 "unknown table {t}; tables: {}",
                 Table::ALL.map(|t| t.name()).join(", ")
             ))
@@ -29,7 +29,7 @@ pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize)
     let day = day
         .map(dates::parse_day)
         .transpose()
-        .map_err(|e| crate::cli::ConfigError(format!("--day: {e}")))?;
+        .map_err(|e| crate::error::ConfigError(format!("--day: {e}")))?;
     let mut s = String::new();
     writeln!(s, "{}", dir.display())?;
     for t in tables {

@@ -13,6 +13,7 @@ pub mod dataflow;
 pub mod dates;
 pub mod decode;
 pub mod demo;
+pub mod error;
 pub mod generate;
 pub mod inspect;
 pub mod intern;
@@ -34,7 +35,7 @@ pub mod exit {
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<sink::publish::Locked>().is_some() {
         exit::LOCKED
-    } else if e.downcast_ref::<cli::ConfigError>().is_some() {
+    } else if e.downcast_ref::<error::ConfigError>().is_some() {
         exit::USAGE
     } else {
         exit::FAILURE

@@ -109,7 +109,7 @@ impl Metrics {
     /// Serves `GET /metrics` on `addr` from a background thread.
     pub fn serve(self: &Arc<Self>, addr: &str) -> Result<()> {
         let server = tiny_http::Server::http(addr)
-            .map_err(|e| crate::cli::ConfigError(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
+            .map_err(|e| crate::error::ConfigError(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
         let m = self.clone();
         std::thread::Builder::new()
             .name("metrics".into())

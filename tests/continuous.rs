@@ -50,6 +50,7 @@ fn batch_equals_continuous_after_bursts_across_commits() {
         workers: 2,
         epoch: Duration::from_millis(50),
         metrics_addr: Some("127.0.0.1:0".into()),
+        discovery_interval: Duration::from_secs(30),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (c2, s2) = (cfg.clone(), stop.clone());
@@ -180,6 +181,7 @@ fn the_final_commit_on_stop_publishes_everything_it_read() {
         workers: 2,
         epoch: Duration::from_millis(10),
         metrics_addr: None,
+        discovery_interval: Duration::from_secs(30),
     };
     // Only the final commit: the interval is far away.
     let stop = Arc::new(AtomicBool::new(false));

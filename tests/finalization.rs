@@ -84,6 +84,7 @@ impl Job {
             workers: 2,
             epoch: Duration::from_millis(20),
             metrics_addr: Some(metrics.clone()),
+            discovery_interval: Duration::from_secs(30),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();

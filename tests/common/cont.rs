@@ -99,3 +99,49 @@ pub fn days_of_records(users: u32, days: u32, seed: u64) -> Vec<Vec<GenRecord>> 
     );
     by_day
 }
+
+/// The checkpoint of a continuous output directory, if written.
+pub fn checkpoint(out: &Path) -> Option<serde_json::Value> {
+    let b = std::fs::read(out.join(".skipflow/checkpoint.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Records the checkpoint covers: the sum of its next offsets (partitions
+/// whose log starts at 0).
+pub fn checkpointed(out: &Path) -> i64 {
+    checkpoint(out).map_or(0, |c| {
+        c["offsets"]
+            .as_object()
+            .map_or(0, |o| o.values().map(|v| v.as_i64().unwrap()).sum())
+    })
+}
+
+/// `skipflow run` (2 workers, 300 ms commits, days never final) until its
+/// checkpoint covers `total` records, then SIGTERM; asserts exit 0.
+pub fn run_to_end(addr: &str, out: &Path, total: usize, extra: &[&str]) {
+    let mut c = skipflow_run(addr, out);
+    c.args([
+        "--commit-interval",
+        "300ms",
+        "--finalize-after",
+        "1000000h",
+        "--workers",
+        "2",
+    ])
+    .args(extra);
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while checkpointed(out) < total as i64 {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("skipflow run ended early: {s}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run never covered {total} records"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    sigterm(&child);
+    let s = child.wait().unwrap();
+    assert!(s.success(), "skipflow run exited with {s}");
+}

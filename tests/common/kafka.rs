@@ -110,3 +110,68 @@ pub fn assert_range_starts(report: &RunReport, all: &[RefRecord], from_ms: i64) 
         assert_eq!(*start_offset, first, "partition {partition}");
     }
 }
+
+/// Produces `recs` to `topic` with extra producer settings (compression, TLS, SASL).
+pub fn produce_to(addr: &str, topic: &str, recs: &[GenRecord], settings: &[(&str, &str)]) {
+    let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut p = EventProducer::new(addr, topic, &settings).unwrap();
+    for r in recs {
+        p.send(&r.key, r.value.as_deref(), r.arrival_ms).unwrap();
+    }
+    p.finish().unwrap();
+}
+
+/// Every message of `topic` (its partitions found from metadata), as the
+/// reference takes them, read with extra client settings.
+pub fn read_all(addr: &str, topic: &str, settings: &[(&str, &str)]) -> Vec<RefRecord> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", addr)
+        .set("group.id", "test")
+        .set("enable.partition.eof", "true");
+    for (k, v) in settings {
+        cfg.set(*k, *v);
+    }
+    let c: BaseConsumer = cfg.create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let (mut eof, mut out) = (std::collections::HashSet::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (eof.len() as i32) < partitions && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(RefRecord {
+                source: topic.into(),
+                partition: m.partition(),
+                offset: m.offset(),
+                message_ts: m.timestamp().to_millis(),
+                value: m.payload().map(|p| p.to_vec()),
+            }),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(eof.len() as i32, partitions, "read the whole topic back");
+    out
+}
+
+/// (log start, end) of each partition of `topic`.
+pub fn watermarks(addr: &str, topic: &str) -> std::collections::BTreeMap<i32, (i64, i64)> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p.id(),
+                c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap(),
+            )
+        })
+        .collect()
+}

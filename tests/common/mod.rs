@@ -4,5 +4,8 @@ pub mod cont;
 pub mod harness;
 pub mod kafka;
 pub mod output;
+pub mod proc;
+pub mod rawkafka;
 pub mod reference;
 pub mod tansu;
+pub mod tls;

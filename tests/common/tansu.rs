@@ -37,6 +37,10 @@ pub fn free_port() -> u16 {
 pub struct Tansu {
     child: Option<Child>,
     pub addr: String,
+    /// The address advertised to clients (a TLS terminator in front, say).
+    pub advertised: String,
+    /// More broker flags (`--authentication`).
+    pub flags: Vec<String>,
     /// Where the SQLite database and the broker's log live (None: in memory).
     dir: Option<PathBuf>,
     /// Starts so far (the log of start `n` is `tansu-<n>.log`).
@@ -46,9 +50,12 @@ pub struct Tansu {
 impl Tansu {
     /// A broker on a free port, storing in memory (its output discarded).
     pub fn memory() -> Tansu {
+        let addr = format!("127.0.0.1:{}", free_port());
         let mut t = Tansu {
             child: None,
-            addr: format!("127.0.0.1:{}", free_port()),
+            advertised: addr.clone(),
+            addr,
+            flags: vec![],
             dir: None,
             starts: 0,
         };
@@ -58,23 +65,44 @@ impl Tansu {
 
     /// A broker on a free port, storing in `dir/tansu.db` (logs in `dir/tansu-N.log`).
     pub fn sqlite(dir: &Path) -> Tansu {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut t = Tansu {
-            child: None,
-            addr: format!("127.0.0.1:{}", free_port()),
-            dir: Some(dir.to_path_buf()),
-            starts: 0,
-        };
+        let mut t = Tansu::sqlite_stopped(dir);
         t.start();
         t
+    }
+
+    /// As `sqlite`, not started yet: set `advertised` and `flags`, then `start`.
+    pub fn sqlite_stopped(dir: &Path) -> Tansu {
+        std::fs::create_dir_all(dir).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        Tansu {
+            child: None,
+            advertised: addr.clone(),
+            addr,
+            flags: vec![],
+            dir: Some(dir.to_path_buf()),
+            starts: 0,
+        }
+    }
+
+    /// The SQLite database of a stopped broker (None: in memory).
+    pub fn database(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("tansu.db"))
     }
 
     /// Starts the broker process (same port, same storage) and waits until it listens.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "tansu is already running");
         let url = format!("tcp://{}", self.addr);
+        let advertised = format!("tcp://{}", self.advertised);
         let mut cmd = Command::new(tansu_binary());
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url]);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &advertised,
+        ]);
+        cmd.args(&self.flags);
         match &self.dir {
             // tansu opens `sqlite://PATH` relative to its working directory
             // (an absolute path gets the working directory prefixed).
@@ -177,7 +205,17 @@ impl Drop for Tansu {
 }
 
 pub fn create_topic(addr: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", addr).create().unwrap();
+    create_topic_with(addr, partitions, &[])
+}
+
+/// Creates `TOPIC` with extra client settings (TLS, SASL).
+pub fn create_topic_with(addr: &str, partitions: i32, settings: &[(&str, &str)]) {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", addr);
+    for (k, v) in settings {
+        cfg.set(*k, *v);
+    }
+    let admin: AdminClient<DefaultClientContext> = cfg.create().unwrap();
     let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1));
     let r = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
     for x in r {
