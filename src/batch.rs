@@ -1,27 +1,39 @@
 //! Batch runs: a bounded input, one pass of the shared dataflow, every
-//! partition staged, then published all together.
+//! partition written by one owner, then published all together by the
+//! committer.
 //!
-//! Time 0 carries the events. Once it is complete the day range is known
-//! (given, or the first and last day of the kept events); time 1 then adds
-//! the window days before the range (read back from the output directory) and
-//! the as-of days, so the profile is computed once, from daily aggregates.
+//! Time 0 carries the events. Once it is complete the workers tell each
+//! other what they counted (an all-gather through a mailbox: every worker
+//! gets every worker's tally, and the frontier says when all have arrived),
+//! so each knows the day range; time 1 adds the window days before the range
+//! (read back from the output directory) and the as-of days, so the profile
+//! is computed once, from daily aggregates. Then each worker collects its
+//! share of every partition; the workers agree on one owner per partition
+//! (the same largest-first assignment computed by each from everyone's share
+//! sizes); the shares travel to their owners, who write each partition to
+//! staging and tell the committer (worker 0), which publishes them all and
+//! writes the run report. Nothing but the dataflow connects the workers, so
+//! they may live in several processes (`cluster::Topology`).
 
+use crate::cluster::Topology;
 use crate::dataflow::{self, Listen, RejectRow};
 use crate::dates;
 use crate::decode;
-use crate::error::{self, Abort, Barrier};
-use crate::intern::{EventIdCache, Id, Interner};
+use crate::error::{self, Abort};
+use crate::intern::{self, Interner, Name};
+use crate::mailbox::{self, Mailbox};
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
 use crate::sink::{self, publish, PartRows, Staged};
 use crate::source::files::{self, FileReader, Split};
-use crate::source::kafka::{self, KafkaInput, KafkaReader, PartitionRange};
+use crate::source::kafka::{self, KafkaInput, KafkaReader, PartitionRange, ReadRange};
 use crate::source::{Poll, RawRecord};
 use anyhow::{anyhow, Context, Result};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A batch run's settings.
@@ -33,9 +45,12 @@ pub struct BatchConfig {
     pub kafka: Option<KafkaBatch>,
     /// [FROM, TO] as day numbers; `None` = first..last day of the kept events.
     pub range: Option<(i32, i32)>,
+    /// Worker threads of this process.
     pub workers: usize,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+    /// This process's place among the run's processes.
+    pub topology: Topology,
 }
 
 /// A bounded read of a Kafka topic.
@@ -46,7 +61,7 @@ pub struct KafkaBatch {
     pub skew_ms: i64,
 }
 
-/// The planned input of a run, shared by the workers.
+/// The planned input of a run (each process plans; a worker reads its own share).
 enum Plan {
     Files(Vec<Split>),
     Kafka(KafkaInput, Vec<PartitionRange>),
@@ -55,58 +70,65 @@ enum Plan {
 /// One worker's reader.
 enum Reader {
     Files(FileReader),
-    Kafka(KafkaReader, Id),
+    Kafka(KafkaReader),
 }
 
-impl Reader {
-    fn poll(&mut self, budget: usize, sources: &[Id], f: &mut dyn FnMut(Id, RawRecord<'_>)) -> Result<Poll> {
-        match self {
-            Reader::Files(r) => r.poll(budget, &mut |file, rec| f(sources[file], rec)),
-            Reader::Kafka(r, topic) => {
-                let topic = *topic;
-                r.poll(budget, &mut |rec| f(topic, rec))
-            }
-        }
-    }
-}
-
-/// What a batch run did.
+/// What a batch run did (the committer's process writes the report).
 #[derive(Debug)]
 pub struct BatchOutcome {
     pub report: RunReport,
     pub report_path: PathBuf,
 }
 
-/// Everything the workers share.
-struct Shared {
-    interner: Arc<Interner>,
-    counts: Mutex<Counts>,
-    kept_days: Mutex<BTreeMap<i32, i64>>,
-    kept: Mutex<i64>,
-    barrier: Barrier,
-    staged: Mutex<Vec<Staged>>,
-    parts: sink::Exchange,
-    /// The first failure of any worker: the others stop waiting and nothing is published.
-    abort: Arc<Abort>,
-    /// What the Kafka readers read, per partition.
-    read: Mutex<Vec<kafka::ReadRange>>,
-    missing: Mutex<Vec<i32>>,
-    bytes: Arc<AtomicU64>,
-    sources: Vec<Id>,
-    run_day: i32,
+/// What one worker counted and read, told to every worker after time 0.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Tally {
+    counts: Counts,
+    kept: i64,
+    kept_days: BTreeMap<i32, i64>,
+    read: Vec<ReadRange>,
+}
+
+/// One worker's shares of the partitions (row counts) and the window days
+/// it found missing, told to every worker after time 1.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Shares {
+    sizes: Vec<((Table, i32), u64)>,
+    missing: Vec<i32>,
+}
+
+/// The mailboxes of a batch run, built by every worker in this order.
+struct Mail {
+    tally: Mailbox<Tally>,
+    shares: Mailbox<Shares>,
+    /// (owner, partition, a share of its rows)
+    rows: Mailbox<(u64, (Table, i32), PartRows)>,
+    staged: Mailbox<Staged>,
+    /// The committer published: every process may end (its staging is done with).
+    done: Mailbox<bool>,
+}
+
+impl Mail {
+    fn build(worker: &mut timely::worker::Worker) -> Mail {
+        Mail {
+            tally: Mailbox::broadcast(worker),
+            shares: Mailbox::broadcast(worker),
+            rows: Mailbox::routed(worker, |r: &(u64, (Table, i32), PartRows)| r.0),
+            staged: Mailbox::routed(worker, |_| 0),
+            done: Mailbox::broadcast(worker),
+        }
+    }
 }
 
 /// Decodes one raw record and feeds it to the dataflow's inputs.
 pub struct Feeder {
-    pub interner: Arc<Interner>,
-    pub cache: EventIdCache,
     pub counts: Counts,
     pub range: Option<(i32, i32)>,
     pub run_day: i32,
 }
 
 impl Feeder {
-    pub fn feed(&mut self, source: Id, rec: RawRecord<'_>, h: &mut dataflow::Handles) {
+    pub fn feed(&mut self, source: Name, rec: RawRecord<'_>, h: &mut dataflow::Handles) {
         self.counts.read += 1;
         match rec.decode() {
             Err(reason) => {
@@ -121,7 +143,7 @@ impl Feeder {
                         return;
                     }
                 }
-                h.listens.update(Listen::keyed(&e, &self.interner, &mut self.cache), 1);
+                h.listens.update(Listen::keyed(&e), 1);
             }
         }
     }
@@ -131,228 +153,114 @@ fn run_id(started: &chrono::DateTime<chrono::Utc>) -> String {
     format!("{}-{}", started.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id())
 }
 
-/// Runs a batch over files.
+/// What every worker of this process shares (read-only, or process-local
+/// counters for display).
+struct Ctx {
+    cfg: BatchConfig,
+    plan: Plan,
+    staging: PathBuf,
+    interner: Arc<Interner>,
+    abort: Arc<Abort>,
+    /// Bytes read by this process's file readers (the progress bar).
+    bytes: Arc<AtomicU64>,
+    run_id: String,
+    started: chrono::DateTime<chrono::Utc>,
+    run_day: i32,
+}
+
+/// Runs a batch in one process, or as the committer's process of a cluster.
 pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
+    run_process(cfg)?.ok_or_else(|| {
+        anyhow!(
+            "process {} is not the committer: it writes no report",
+            cfg.topology.process()
+        )
+    })
+}
+
+/// Runs this process's part of a batch: the outcome in the committer's
+/// process (process 0), `None` in the others.
+pub fn run_process(cfg: &BatchConfig) -> Result<Option<BatchOutcome>> {
     let started = chrono::Utc::now();
-    let t0 = Instant::now();
     std::fs::create_dir_all(&cfg.output)
         .with_context(|| format!("cannot create output directory {}", cfg.output.display()))?;
-    let _lock = publish::OutputLock::acquire(&cfg.output)?;
-    publish::clean_staging(&cfg.output)?;
+    let _lock = publish::OutputLock::acquire_named(&cfg.output, &cfg.topology.lock_name())?;
     let id = run_id(&started);
-    let staging = publish::staging_dir(&cfg.output, &id)?;
+    let own = cfg.topology.staging_name();
+    publish::clean_staging(&cfg.output, &own, cfg.topology.process() == 0)?;
+    let staging = publish::staging_dir(&cfg.output, &own, &id)?;
     let workers = cfg.workers.max(1);
-
-    let interner = Interner::new();
-    let (plan, sources): (Plan, Vec<Id>) = match &cfg.kafka {
-        None => (
-            Plan::Files(files::plan(&cfg.inputs, workers)?),
-            cfg.inputs.iter().map(|p| interner.name(p)).collect(),
-        ),
+    let peers = workers * cfg.topology.processes();
+    let plan = match &cfg.kafka {
+        None => Plan::Files(files::plan(&cfg.inputs, peers)?),
         Some(k) => {
             let from_ms = cfg.range.map(|(f, _)| f as i64 * decode::MS_PER_DAY - k.skew_ms);
             let ranges = kafka::plan(&k.input, from_ms)?;
             tracing::info!(topic = %k.input.topic, ?ranges, "Kafka offsets to read");
-            (
-                Plan::Kafka(k.input.clone(), ranges),
-                vec![interner.name(&k.input.topic)],
-            )
+            Plan::Kafka(k.input.clone(), ranges)
         }
     };
-    let shared = Arc::new(Shared {
-        interner: interner.clone(),
-        counts: Mutex::new(Counts::default()),
-        kept_days: Mutex::new(BTreeMap::new()),
-        kept: Mutex::new(0),
-        barrier: Barrier::new(workers),
-        staged: Mutex::new(Vec::new()),
-        parts: Mutex::new(HashMap::new()),
-        abort: Abort::new(),
-        read: Mutex::new(Vec::new()),
-        missing: Mutex::new(Vec::new()),
-        bytes: Arc::new(AtomicU64::new(0)),
-        sources,
-        run_day: run_day()?,
-    });
-
     let total = match &plan {
         Plan::Files(_) => files::total_bytes(&cfg.inputs),
         Plan::Kafka(..) => 0,
     };
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        plan,
+        staging: staging.clone(),
+        interner: Interner::new(),
+        abort: Abort::new(),
+        bytes: Arc::new(AtomicU64::new(0)),
+        run_id: id,
+        started,
+        run_day: run_day()?,
+    });
     let done = Arc::new(AtomicBool::new(false));
     let bar = cfg
         .progress
-        .then(|| progress_thread(total, shared.bytes.clone(), done.clone()));
-
-    let cfg2 = cfg.clone();
-    let sh = shared.clone();
-    let staging2 = staging.clone();
-    let plan = Arc::new(plan);
-    let plan_for_report = plan.clone();
+        .then(|| progress_thread(total, ctx.bytes.clone(), done.clone()));
     error::install_panic_hook();
-    let abort = shared.abort.clone();
-    let result = timely::execute(timely::Config::process(workers), move |worker| {
-        sh.abort.enter(worker.index());
-        let r = batch_worker(worker, &cfg2, &sh, &plan, &staging2);
+    if matches!(cfg.topology, Topology::Cluster { .. }) {
+        error::exit_on_panic("no partition was published");
+    }
+    let c = ctx.clone();
+    let guards = crate::cluster::execute(&cfg.topology, workers, move |worker| {
+        intern::enter(&c.interner);
+        c.abort.enter(worker.index());
+        let r = batch_worker(worker, &c);
         if let Err(e) = &r {
-            // The others stop waiting for this one (barriers and progress give up).
-            sh.abort.fail(format!("{e:#}"));
+            // The others stop waiting for this one (mailboxes and progress give up).
+            c.abort.fail(format!("{e:#}"));
             dataflow::abandon(worker);
         }
         r.map_err(|e| format!("{e:#}"))
-    })
-    .map_err(|e| anyhow!("starting workers: {e}"))?
-    .join();
+    })?;
+    let result = crate::cluster::join(guards, &ctx.abort, &cfg.topology);
     done.store(true, Ordering::Relaxed);
     if let Some(h) = bar {
         let _ = h.join();
     }
-    let failed = result.iter().any(|r| !matches!(r, Ok(Ok(()))));
-    if let (true, Some(first)) = (failed || abort.is_set(), abort.message()) {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(anyhow!("{first}; no partition was published"));
-    }
-
-    // Publish: every staged partition, then remove partitions of the range left without rows.
-    let shared = Arc::try_unwrap(shared).map_err(|_| anyhow!("workers still hold shared state"))?;
-    let staged = shared.staged.into_inner().expect("staged");
-    let mut counts = shared.counts.into_inner().expect("counts");
-    let kept = shared.kept.into_inner().expect("kept") as u64;
-    counts.kept = kept;
-    counts.duplicates = counts.read - counts.rejected - counts.out_of_range - kept;
-    let range = effective_range(cfg.range, &shared.kept_days.into_inner().expect("days"));
-
-    let mut staged = staged;
-    let mut emptied = Vec::new();
-    if let Plan::Files(_) = &*plan_for_report {
-        // File records without a message timestamp go to the run's day: rows
-        // of these files that an earlier run put on another day are replaced
-        // too, so a rerun on another day does not repeat them.
-        let days: HashSet<i32> = staged
-            .iter()
-            .filter(|s| s.table == Table::RejectedEvents)
-            .map(|s| s.day)
-            .collect();
-        let sources: HashSet<Id> = shared.sources.iter().copied().collect();
-        for day in publish::published_days(&cfg.output, Table::RejectedEvents)? {
-            if days.contains(&day) {
-                continue;
-            }
-            let old = sink::read::rejected_rows(&cfg.output, day, &shared.interner)?;
-            let n = old.len();
-            let kept: Vec<RejectRow> = old.into_iter().filter(|r| !sources.contains(&r.source)).collect();
-            if kept.len() == n {
-                continue;
-            }
-            if kept.is_empty() {
-                emptied.push(day);
-            } else {
-                staged.push(sink::stage_partition(
-                    &staging,
-                    day,
-                    PartRows::Rejected(kept),
-                    &shared.interner,
-                )?);
-            }
-        }
-    }
-    let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
-    let mut written: HashSet<(Table, i32)> = HashSet::new();
-    for s in staged
-        .iter()
-        .filter(|s| s.table != Table::RejectedEvents)
-        .chain(staged.iter().filter(|s| s.table == Table::RejectedEvents))
-    {
-        publish::publish(&cfg.output, s, true)?;
-        written.insert((s.table, s.day));
-        let t = tables.entry(s.table.name().to_string()).or_default();
-        t.partitions_written += 1;
-        t.rows += s.rows as u64;
-        t.bytes += s.bytes;
-        t.days.push(dates::day_to_string(s.day));
-    }
-    if let Some((from, to)) = range {
-        for table in [
-            Table::UserDaily,
-            Table::UserTrackDaily,
-            Table::UserArtistDaily,
-            Table::UserProfile28d,
-        ] {
-            for day in publish::published_days(&cfg.output, table)? {
-                if day >= from
-                    && day <= to
-                    && !written.contains(&(table, day))
-                    && publish::remove(&cfg.output, table, day)?
-                {
-                    tables.entry(table.name().to_string()).or_default().partitions_removed += 1;
-                }
-            }
-        }
-    }
-    for day in emptied {
-        if publish::remove(&cfg.output, Table::RejectedEvents, day)? {
-            tables
-                .entry(Table::RejectedEvents.name().to_string())
-                .or_default()
-                .partitions_removed += 1;
-        }
-    }
-    for t in tables.values_mut() {
-        t.days.sort();
-    }
     let _ = std::fs::remove_dir_all(&staging);
-
-    let inputs = match &*plan_for_report {
-        Plan::Files(_) => cfg
-            .inputs
-            .iter()
-            .map(|p| InputRange::File { path: p.clone() })
-            .collect(),
-        Plan::Kafka(k, _) => {
-            let mut read = shared.read.into_inner().expect("read ranges");
-            read.sort_by_key(|r| r.partition);
-            read.into_iter()
-                .map(|r| InputRange::Kafka {
-                    topic: k.topic.clone(),
-                    partition: r.partition,
-                    start_offset: r.start,
-                    end_offset: r.end,
-                })
-                .collect::<Vec<_>>()
+    match result {
+        Some(outcomes) => Ok(outcomes.into_iter().flatten().next()),
+        None => {
+            let first = ctx.abort.message().unwrap_or("a worker failed").to_string();
+            Err(anyhow!("{first}; no partition was published"))
         }
-    };
-    let mut missing = shared.missing.into_inner().expect("missing");
-    missing.sort_unstable();
-    let finished = chrono::Utc::now();
-    let report = RunReport {
-        run_id: id.clone(),
-        mode: "batch".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        started_at: started.to_rfc3339(),
-        finished_at: finished.to_rfc3339(),
-        elapsed_s: t0.elapsed().as_secs_f64(),
-        workers,
-        range: range.map(|(f, t)| (dates::day_to_string(f), dates::day_to_string(t))),
-        inputs,
-        counts,
-        tables,
-        missing_window_days: missing.into_iter().map(dates::day_to_string).collect(),
-    };
-    let report_path = write_report(&cfg.output, &report)?;
-    Ok(BatchOutcome { report, report_path })
+    }
 }
 
 /// The day the run counts as its start day (file records' rejected rows go
 /// there): today, UTC, or `SKIPFLOW_RUN_DAY` (YYYY-MM-DD) to reproduce a run.
 fn run_day() -> Result<i32> {
     match std::env::var("SKIPFLOW_RUN_DAY") {
-        Ok(d) => dates::parse_day(&d).map_err(|e| crate::error::ConfigError(format!("SKIPFLOW_RUN_DAY: {e}")).into()),
+        Ok(d) => dates::parse_day(&d).map_err(|e| error::bad(format!("SKIPFLOW_RUN_DAY: {e}"))),
         Err(_) => Ok(dates::today()),
     }
 }
 
 /// Writes the run report as `<output>/_runs/<run_id>.json` (atomically).
-pub fn write_report(out: &std::path::Path, report: &RunReport) -> Result<PathBuf> {
+pub fn write_report(out: &Path, report: &RunReport) -> Result<PathBuf> {
     let dir = out.join("_runs");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}.json", report.run_id));
@@ -372,17 +280,122 @@ fn effective_range(given: Option<(i32, i32)>, kept_days: &BTreeMap<i32, i64>) ->
     })
 }
 
-fn batch_worker(
+/// The names of the run's sources, by file index (or the topic).
+fn source_names(c: &Ctx) -> Vec<Name> {
+    match &c.plan {
+        Plan::Files(_) => c.cfg.inputs.iter().map(|p| Name::of(p)).collect(),
+        Plan::Kafka(k, _) => vec![Name::of(&k.topic)],
+    }
+}
+
+fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<BatchOutcome>> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut h = dataflow::build(worker, c.interner.clone());
+    let mut mail = Mail::build(worker);
+    let sources = source_names(c);
+    let t0 = Instant::now();
+    let (feeder, read) = read_input(worker, c, &mut h, &sources)?;
+    log_phase(index, t0, "input read");
+    // Time 0 is complete once every worker's events are through.
+    for t in [
+        &mut h.listens as &mut dyn Advance,
+        &mut h.rejected,
+        &mut h.prior,
+        &mut h.seen,
+        &mut h.fin,
+    ] {
+        t.advance(1);
+    }
+    let probe = h.probe.clone();
+    mailbox::wait(worker, &c.abort, || !probe.less_than(&1))?;
+    log_phase(index, t0, "daily tables computed");
+    let mine = {
+        let k = h.kept.borrow();
+        Tally {
+            counts: feeder.counts,
+            kept: k.count,
+            kept_days: k.days.clone(),
+            read,
+        }
+    };
+    let tallies = mail.tally.exchange(worker, &c.abort, 0, [mine])?;
+    let mut kept_days = BTreeMap::new();
+    for t in &tallies {
+        for (d, n) in &t.kept_days {
+            *kept_days.entry(*d).or_insert(0) += n;
+        }
+    }
+    let range = effective_range(c.cfg.range, &kept_days);
+
+    // Time 1: window days before the range, and the as-of days.
+    let mut missing = Vec::new();
+    if let Some((from, to)) = range {
+        error::inject("prior", index, peers)?;
+        for day in (from - dataflow::WINDOW_DAYS + 1..from).filter(|d| d.rem_euclid(peers as i32) as usize == index) {
+            let present = sink::read::prior_day(&c.cfg.output, day, &c.interner, &mut |u, p| h.prior.update((u, p), 1))
+                .with_context(|| format!("reading the published day {}", dates::day_to_string(day)))?;
+            if !present {
+                missing.push(day);
+            }
+        }
+        if index == 0 {
+            // As-of days from..=to: the first and last day, nothing final before `from`.
+            h.seen.update(from, 1);
+            h.seen.update(to, 1);
+            h.fin.update(from - 1, 1);
+        }
+    }
+    drop((h.listens, h.rejected, h.prior, h.seen, h.fin));
+    mailbox::wait(worker, &c.abort, || probe.done())?;
+    log_phase(index, t0, "profile computed");
+
+    // This worker's share of every partition of the run.
+    let in_range = |t: Table, d: i32| match t {
+        Table::RejectedEvents => true,
+        _ => range.is_some_and(|(f, to)| d >= f && d <= to),
+    };
+    let buckets = sink::collect(&mut h.traces, &in_range);
+    drop(h.traces);
+    let sizes = buckets.iter().map(|(k, r)| (*k, r.len() as u64)).collect();
+    let shares = mail.shares.exchange(worker, &c.abort, 1, [Shares { sizes, missing }])?;
+    let owners = owners(&shares, peers);
+    let sent = buckets.into_iter().map(|(k, rows)| (owners[&k] as u64, k, rows));
+    let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
+    for (_, k, rows) in mail.rows.exchange(worker, &c.abort, 2, sent)? {
+        match parts.get_mut(&k) {
+            Some(p) => p.append(rows),
+            None => {
+                parts.insert(k, rows);
+            }
+        }
+    }
+    log_phase(index, t0, "rows collected");
+    error::inject("staging", index, peers)?;
+    let read: Vec<ReadRange> = tallies.iter().flat_map(|t| t.read.iter().cloned()).collect();
+    let staged = stage_owned(c, parts, &sources, &read)?;
+    log_phase(index, t0, "partitions staged");
+    let staged = mail.staged.exchange(worker, &c.abort, 3, staged)?;
+    let outcome = match index {
+        0 => {
+            let missing = shares.iter().flat_map(|s| s.missing.iter().copied()).collect();
+            Some(commit(c, staged, &tallies, range, missing, &sources)?)
+        }
+        _ => None,
+    };
+    mail.done
+        .exchange(worker, &c.abort, 4, outcome.as_ref().map(|_| true))?;
+    Ok(outcome)
+}
+
+/// Reads this worker's share of the input into the dataflow (time 0).
+fn read_input(
     worker: &mut timely::worker::Worker,
-    cfg: &BatchConfig,
-    sh: &Shared,
-    plan: &Plan,
-    staging: &std::path::Path,
-) -> Result<()> {
-    let index = worker.index();
-    let peers = worker.peers();
-    let mut h = dataflow::build(worker, sh.interner.clone());
-    let mut reader = match plan {
+    c: &Ctx,
+    h: &mut dataflow::Handles,
+    sources: &[Name],
+) -> Result<(Feeder, Vec<ReadRange>)> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut reader = match &c.plan {
         Plan::Files(splits) => Reader::Files(FileReader::new(
             splits
                 .iter()
@@ -390,160 +403,246 @@ fn batch_worker(
                 .filter(|(i, _)| i % peers == index)
                 .map(|(_, s)| s.clone())
                 .collect(),
-            sh.bytes.clone(),
+            c.bytes.clone(),
         )),
         Plan::Kafka(input, ranges) => {
             let mine: Vec<PartitionRange> = ranges
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| i % peers == index)
-                .map(|(_, r)| r.clone())
+                .filter(|r| r.partition.rem_euclid(peers as i32) as usize == index)
+                .cloned()
                 .collect();
             error::inject("reader", index, peers)?;
-            Reader::Kafka(KafkaReader::new(input, &mine)?, sh.sources[0])
+            Reader::Kafka(KafkaReader::new(input, &mine)?)
         }
     };
     let mut feeder = Feeder {
-        interner: sh.interner.clone(),
-        cache: EventIdCache::default(),
         counts: Counts::default(),
-        range: cfg.range,
-        run_day: sh.run_day,
+        range: c.cfg.range,
+        run_day: c.run_day,
     };
-    let abort = sh.abort.clone();
-    let t0 = Instant::now();
     loop {
-        abort.check()?;
-        let polled = reader.poll(16 * 1024, &sh.sources, &mut |source, rec| {
-            feeder.feed(source, rec, &mut h)
-        })?;
+        c.abort.check()?;
+        let polled = match &mut reader {
+            Reader::Files(r) => r.poll(16 * 1024, &mut |file, rec| feeder.feed(sources[file], rec, h))?,
+            Reader::Kafka(r) => r.poll(16 * 1024, &mut |rec| feeder.feed(sources[0], rec, h))?,
+        };
         worker.step();
         if polled == Poll::Done {
             break;
         }
     }
-    if let Reader::Kafka(r, _) = &reader {
-        sh.read.lock().expect("read ranges").extend(r.ranges());
-    }
-    // Time 0 is complete once every worker's events are through.
-    for t in [
-        &mut h.listens as &mut dyn Advance,
-        &mut h.rejected,
-        &mut h.prior,
-        &mut h.as_of,
-    ] {
-        t.advance(1);
-    }
-    tracing::info!(
-        worker = index,
-        secs = t0.elapsed().as_secs_f64(),
-        rss_mb = crate::report::rss_mb(),
-        "input read"
-    );
-    worker.step_while(|| !abort.is_set() && h.probe.less_than(&1));
-    abort.check()?;
-    tracing::info!(
-        worker = index,
-        secs = t0.elapsed().as_secs_f64(),
-        rss_mb = crate::report::rss_mb(),
-        "daily tables computed"
-    );
-    {
-        let k = h.kept.borrow();
-        *sh.kept.lock().expect("kept") += k.count;
-        let mut days = sh.kept_days.lock().expect("days");
-        for (d, n) in &k.days {
-            *days.entry(*d).or_insert(0) += n;
-        }
-        sh.counts.lock().expect("counts").add(&feeder.counts);
-    }
-    sh.barrier.wait(&abort)?;
-    let range = effective_range(cfg.range, &sh.kept_days.lock().expect("days"));
-
-    // Time 1: window days before the range, and the as-of days.
-    if let Some((from, to)) = range {
-        error::inject("prior", index, peers)?;
-        for day in from - dataflow::WINDOW_DAYS + 1..from {
-            if day.rem_euclid(peers as i32) as usize != index {
-                continue;
-            }
-            let present = sink::read::prior_day(&cfg.output, day, &sh.interner, &mut |u, p| h.prior.update((u, p), 1))
-                .with_context(|| format!("reading the published day {}", dates::day_to_string(day)))?;
-            if !present {
-                sh.missing.lock().expect("missing").push(day);
-            }
-        }
-        if index == 0 {
-            for d in from..=to {
-                h.as_of.update(d, 1);
-            }
-        }
-    }
-    let probe = h.probe.clone();
-    drop(h.listens);
-    drop(h.rejected);
-    drop(h.prior);
-    drop(h.as_of);
-    worker.step_while(|| !abort.is_set() && !probe.done());
-    abort.check()?;
-    tracing::info!(
-        worker = index,
-        secs = t0.elapsed().as_secs_f64(),
-        rss_mb = crate::report::rss_mb(),
-        "profile computed"
-    );
-
-    // Gather this worker's share of every partition, hand each to its owner, stage what we own.
-    let in_range = |t: Table, d: i32| match t {
-        Table::RejectedEvents => true,
-        _ => range.is_some_and(|(f, to)| d >= f && d <= to),
+    let read = match &reader {
+        Reader::Kafka(r) => r.ranges(),
+        Reader::Files(_) => vec![],
     };
-    let buckets = sink::collect(&mut h.traces, &in_range);
-    drop(h.traces);
+    Ok((feeder, read))
+}
+
+fn log_phase(worker: usize, t0: Instant, what: &str) {
     tracing::info!(
-        worker = index,
+        worker,
         secs = t0.elapsed().as_secs_f64(),
         rss_mb = crate::report::rss_mb(),
-        "rows collected"
+        "{what}"
     );
-    sink::hand_over(&sh.parts, buckets);
-    sh.barrier.wait(&abort)?;
-    // Rows of rejected_events this run re-read (and so replaces).
-    let read = sh.read.lock().expect("read ranges").clone();
-    let reread = |r: &RejectRow| match plan {
-        Plan::Files(_) => sh.sources.contains(&r.source),
+}
+
+/// One owner per partition, the same on every worker: partitions largest
+/// first (all workers' shares summed), each to the worker with the fewest
+/// rows so far, so the big tables of a day spread over the workers.
+fn owners(shares: &[Shares], peers: usize) -> BTreeMap<(Table, i32), usize> {
+    let mut size: BTreeMap<(Table, i32), u64> = BTreeMap::new();
+    for s in shares {
+        for (k, n) in &s.sizes {
+            *size.entry(*k).or_insert(0) += n;
+        }
+    }
+    let mut order: Vec<((Table, i32), u64)> = size.into_iter().collect();
+    order.sort_by_key(|(k, n)| (std::cmp::Reverse(*n), *k));
+    let mut load = vec![0u64; peers.max(1)];
+    order
+        .into_iter()
+        .map(|(k, n)| {
+            let w = (0..load.len()).min_by_key(|w| (load[*w], *w)).expect("a worker");
+            load[w] += n.max(1);
+            (k, w)
+        })
+        .collect()
+}
+
+/// Writes the partitions this worker owns to staging; `rejected_events`
+/// partitions keep the published rows of records this run did not read.
+fn stage_owned(
+    c: &Ctx,
+    parts: BTreeMap<(Table, i32), PartRows>,
+    sources: &[Name],
+    read: &[ReadRange],
+) -> Result<Vec<Staged>> {
+    let reread = |r: &RejectRow| match &c.plan {
+        Plan::Files(_) => sources.contains(&r.source),
         Plan::Kafka(..) => {
-            r.source == sh.sources[0]
+            r.source == sources[0]
                 && read
                     .iter()
                     .any(|p| p.partition == r.partition && (p.start..p.end).contains(&r.offset))
         }
     };
     let mut staged = Vec::new();
-    error::inject("staging", index, peers)?;
-    while let Some(((table, day), mut rows)) = sink::take_next(&sh.parts) {
-        if let PartRows::Rejected(new) = rows {
-            // Keep published rows of sources this run did not read.
-            let mut all = new;
-            let old = sink::read::rejected_rows(&cfg.output, day, &sh.interner)?;
-            all.extend(old.into_iter().filter(|r| !reread(r)));
-            all.sort_by_key(|r| (r.source, r.partition, r.offset));
-            all.dedup_by_key(|r| (r.source, r.partition, r.offset));
-            rows = PartRows::Rejected(all);
-        }
+    for ((table, day), rows) in parts {
+        c.abort.check()?;
+        let rows = match rows {
+            PartRows::Rejected(mut all) => {
+                let old = sink::read::rejected_rows(&c.cfg.output, day, &c.interner)?;
+                all.extend(old.into_iter().filter(|r| !reread(r)));
+                all.sort_by_key(|r| (r.source, r.partition, r.offset));
+                all.dedup_by_key(|r| (r.source, r.partition, r.offset));
+                PartRows::Rejected(all)
+            }
+            rows => rows,
+        };
         debug_assert_eq!(rows.table(), table);
-        abort.check()?;
-        staged.push(sink::stage_partition(staging, day, rows, &sh.interner)?);
+        staged.push(sink::stage_partition(&c.staging, day, rows, &c.interner)?);
     }
-    tracing::info!(
-        worker = index,
-        secs = t0.elapsed().as_secs_f64(),
-        rss_mb = crate::report::rss_mb(),
-        partitions = staged.len(),
-        "partitions staged"
-    );
-    sh.staged.lock().expect("staged").extend(staged);
-    Ok(())
+    Ok(staged)
+}
+
+/// The committer: publishes every staged partition, removes the partitions
+/// of the range left without rows, and writes the run report.
+fn commit(
+    c: &Ctx,
+    mut staged: Vec<Staged>,
+    tallies: &[Tally],
+    range: Option<(i32, i32)>,
+    mut missing: Vec<i32>,
+    sources: &[Name],
+) -> Result<BatchOutcome> {
+    let mut emptied = Vec::new();
+    if let Plan::Files(_) = &c.plan {
+        emptied = restage_file_rejects(c, &mut staged, sources)?;
+    }
+    let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
+    let mut written: HashSet<(Table, i32)> = HashSet::new();
+    staged.sort_by_key(|s| (s.table == Table::RejectedEvents, s.table, s.day));
+    for s in &staged {
+        publish::publish(&c.cfg.output, s, true)?;
+        written.insert((s.table, s.day));
+        let t = tables.entry(s.table.name().to_string()).or_default();
+        t.partitions_written += 1;
+        t.rows += s.rows as u64;
+        t.bytes += s.bytes;
+        t.days.push(dates::day_to_string(s.day));
+    }
+    let mut removed = |table: Table, day: i32| -> Result<()> {
+        if publish::remove(&c.cfg.output, table, day)? {
+            tables.entry(table.name().to_string()).or_default().partitions_removed += 1;
+        }
+        Ok(())
+    };
+    if let Some((from, to)) = range {
+        for table in [
+            Table::UserDaily,
+            Table::UserTrackDaily,
+            Table::UserArtistDaily,
+            Table::UserProfile28d,
+        ] {
+            for day in publish::published_days(&c.cfg.output, table)? {
+                if day >= from && day <= to && !written.contains(&(table, day)) {
+                    removed(table, day)?;
+                }
+            }
+        }
+    }
+    for day in emptied {
+        removed(Table::RejectedEvents, day)?;
+    }
+    for t in tables.values_mut() {
+        t.days.sort();
+    }
+    let mut counts = Counts::default();
+    let mut kept = 0;
+    for t in tallies {
+        counts.add(&t.counts);
+        kept += t.kept;
+    }
+    counts.kept = kept as u64;
+    counts.duplicates = counts.read - counts.rejected - counts.out_of_range - counts.kept;
+    missing.sort_unstable();
+    let report = RunReport {
+        run_id: c.run_id.clone(),
+        mode: "batch".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: c.started.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        elapsed_s: (chrono::Utc::now() - c.started).num_milliseconds() as f64 / 1000.0,
+        workers: c.cfg.workers * c.cfg.topology.processes(),
+        range: range.map(|(f, t)| (dates::day_to_string(f), dates::day_to_string(t))),
+        inputs: inputs(c, tallies),
+        counts,
+        tables,
+        missing_window_days: missing.into_iter().map(dates::day_to_string).collect(),
+    };
+    let report_path = write_report(&c.cfg.output, &report)?;
+    Ok(BatchOutcome { report, report_path })
+}
+
+/// What the run read, for its report.
+fn inputs(c: &Ctx, tallies: &[Tally]) -> Vec<InputRange> {
+    match &c.plan {
+        Plan::Files(_) => c
+            .cfg
+            .inputs
+            .iter()
+            .map(|p| InputRange::File { path: p.clone() })
+            .collect(),
+        Plan::Kafka(k, _) => {
+            let mut read: Vec<&ReadRange> = tallies.iter().flat_map(|t| &t.read).collect();
+            read.sort_by_key(|r| r.partition);
+            read.into_iter()
+                .map(|r| InputRange::Kafka {
+                    topic: k.topic.clone(),
+                    partition: r.partition,
+                    start_offset: r.start,
+                    end_offset: r.end,
+                })
+                .collect()
+        }
+    }
+}
+
+/// File records without a message timestamp go to the run's day: rows of
+/// these files that an earlier run put on another day are replaced too, so
+/// a rerun on another day does not repeat them. Returns the days left with
+/// no rows (to remove).
+fn restage_file_rejects(c: &Ctx, staged: &mut Vec<Staged>, sources: &[Name]) -> Result<Vec<i32>> {
+    let days: HashSet<i32> = staged
+        .iter()
+        .filter(|s| s.table == Table::RejectedEvents)
+        .map(|s| s.day)
+        .collect();
+    let sources: HashSet<Name> = sources.iter().copied().collect();
+    let mut emptied = Vec::new();
+    for day in publish::published_days(&c.cfg.output, Table::RejectedEvents)? {
+        if days.contains(&day) {
+            continue;
+        }
+        let old = sink::read::rejected_rows(&c.cfg.output, day, &c.interner)?;
+        let n = old.len();
+        let kept: Vec<RejectRow> = old.into_iter().filter(|r| !sources.contains(&r.source)).collect();
+        if kept.len() == n {
+            continue;
+        }
+        if kept.is_empty() {
+            emptied.push(day);
+        } else {
+            staged.push(sink::stage_partition(
+                &c.staging,
+                day,
+                PartRows::Rejected(kept),
+                &c.interner,
+            )?);
+        }
+    }
+    Ok(emptied)
 }
 
 /// Advancing the time of any input session.

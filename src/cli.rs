@@ -91,6 +91,11 @@ pub struct BatchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Cluster mode: timely's arguments after `--`: `-n N` processes, `-p I`
+    /// this process (0..N-1), `-h HOSTFILE` (`host:port` a line, process 0
+    /// first). Every process runs the same command with the same --workers.
+    #[arg(last = true, value_name = "CLUSTER")]
+    pub cluster: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -126,6 +131,11 @@ pub struct RunArgs {
     /// Job file (TOML) with defaults for these flags.
     #[arg(long)]
     pub job: Option<PathBuf>,
+    /// Cluster mode: timely's arguments after `--`: `-n N` processes, `-p I`
+    /// this process (0..N-1), `-h HOSTFILE` (`host:port` a line, process 0
+    /// first). Every process runs the same command with the same --workers.
+    #[arg(last = true, value_name = "CLUSTER")]
+    pub cluster: Vec<String>,
 }
 
 fn duration(flag: &str, v: Option<String>, default: &str) -> Result<std::time::Duration> {
@@ -197,6 +207,7 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
         epoch,
         metrics_addr: a.metrics_addr.clone().or(job.metrics_addr),
         discovery_interval: duration("partition_discovery_interval", job.partition_discovery_interval, "30s")?,
+        topology: crate::cluster::Topology::parse(&a.cluster)?,
     })
 }
 
@@ -377,6 +388,7 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
         range,
         workers: default_workers(a.workers.or(job.workers))?,
         progress: !a.quiet,
+        topology: crate::cluster::Topology::parse(&a.cluster)?,
     })
 }
 

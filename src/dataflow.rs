@@ -14,7 +14,7 @@
 //! through the interner and compared byte-wise.
 
 use crate::decode::{Reject, MS_PER_DAY};
-use crate::intern::{Id, Interner};
+use crate::intern::{EventKey, Id, Interner, Name};
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::ValSpine;
@@ -68,41 +68,36 @@ impl TimeType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Listen {
     pub time: TimeType,
-    pub user: Id,
-    pub track: Id,
-    pub artist: Id,
+    pub user: Name,
+    pub track: Name,
+    pub artist: Name,
     pub ms_played: u32,
     pub duration: u32,
 }
 
 impl Listen {
-    /// A valid event as dataflow input, keyed by (day, interned event id).
-    pub fn keyed(
-        e: &crate::decode::Event<'_>,
-        interner: &Interner,
-        cache: &mut crate::intern::EventIdCache,
-    ) -> ((i32, Id), Listen) {
-        let day = e.day();
-        let eid = cache.get(interner, day).intern(&e.event_id);
+    /// A valid event as dataflow input, keyed by its event key (interned
+    /// with the worker thread's interner).
+    pub fn keyed(e: &crate::decode::Event<'_>) -> (EventKey, Listen) {
         let l = Listen {
             time: TimeType::new(e.ts, e.skip),
-            user: interner.name(&e.user_id),
-            track: interner.name(&e.track_id),
-            artist: interner.name(&e.artist_id),
+            user: Name::of(&e.user_id),
+            track: Name::of(&e.track_id),
+            artist: Name::of(&e.artist_id),
             ms_played: e.ms_played as u32,
             duration: e.track_duration_ms as u32,
         };
-        ((day, eid), l)
+        (EventKey::of(e.day(), &e.event_id), l)
     }
 }
 
-/// A kept listen within its (day, user) group; ordered by `ts` first: 24 bytes.
+/// A kept listen within its (day, user) group; ordered by `ts` first: 28 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DayListen {
     pub time: TimeType,
-    pub eid: Id,
-    pub track: Id,
-    pub artist: Id,
+    pub ev: EventKey,
+    pub track: Name,
+    pub artist: Name,
     pub ms_played: u32,
     pub duration: u32,
 }
@@ -124,14 +119,14 @@ pub struct DailyRow {
     pub first_ts: i64,
     pub last_ts: i64,
     pub by_hour: [u32; 24],
-    pub top_artist: Id,
+    pub top_artist: Name,
     pub top_artist_listens: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TrackRow {
-    pub track: Id,
-    pub artist: Id,
+    pub track: Name,
+    pub artist: Name,
     pub listens: i64,
     pub plays: i64,
     pub skips: i64,
@@ -145,7 +140,7 @@ pub struct TrackRow {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ArtistRow {
-    pub artist: Id,
+    pub artist: Name,
     pub listens: i64,
     pub plays: i64,
     pub skips: i64,
@@ -154,7 +149,7 @@ pub struct ArtistRow {
 }
 
 /// (id, plays, skips) of one top-10 entry.
-pub type TopEntry = (Id, i64, i64);
+pub type TopEntry = (Name, i64, i64);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ProfileRow {
@@ -174,7 +169,7 @@ pub struct ProfileRow {
 /// A record that broke the input contract.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RejectRow {
-    pub source: Id,
+    pub source: Name,
     pub partition: i32,
     pub offset: i64,
     pub message_ts: Option<i64>,
@@ -237,7 +232,7 @@ impl LateRow {
 pub struct ProfIn {
     pub day: i32,
     pub kind: ProfKind,
-    pub id: Id,
+    pub id: Name,
     pub plays: u32,
     pub skips: u32,
     pub ms_played: u64,
@@ -256,7 +251,7 @@ pub enum ProfKind {
 }
 
 impl ProfIn {
-    pub fn new(day: i32, kind: ProfKind, id: Id, plays: i64, skips: i64, ms_played: i64) -> Self {
+    pub fn new(day: i32, kind: ProfKind, id: Name, plays: i64, skips: i64, ms_played: i64) -> Self {
         ProfIn {
             day,
             kind,
@@ -267,27 +262,31 @@ impl ProfIn {
         }
     }
     pub fn marker(as_of: i32) -> Self {
-        ProfIn::new(as_of, ProfKind::AsOf, 0, 0, 0, 0)
+        ProfIn::new(as_of, ProfKind::AsOf, Name(0), 0, 0, 0)
     }
 }
 
 /// A daily table's rows, keyed by (day, user): one day's rows are contiguous.
-pub type DayTrace<V> = TraceAgent<ValSpine<(i32, Id), V, Time, Diff>>;
+pub type DayTrace<V> = TraceAgent<ValSpine<(i32, Name), V, Time, Diff>>;
 /// Profile rows (as_of, row), keyed by user.
-pub type ProfileTrace = TraceAgent<ValSpine<Id, (i32, ProfileRow), Time, Diff>>;
+pub type ProfileTrace = TraceAgent<ValSpine<Name, (i32, ProfileRow), Time, Diff>>;
 /// Rejected records keyed by partition day.
 pub type RejectTrace = TraceAgent<ValSpine<i32, RejectRow, Time, Diff>>;
 
 /// What one worker holds of the dataflow.
 pub struct Handles {
-    /// Valid in-scope events, keyed by (day, interned event id).
-    pub listens: InputSession<Time, ((i32, Id), Listen), Diff>,
+    /// Valid in-scope events, keyed by event key.
+    pub listens: InputSession<Time, (EventKey, Listen), Diff>,
     /// Rejected records, keyed by partition day.
     pub rejected: InputSession<Time, (i32, RejectRow), Diff>,
     /// Daily aggregates of days before the run (read back from the output).
-    pub prior: InputSession<Time, (Id, ProfIn), Diff>,
-    /// The as-of days of `user_profile_28d`.
-    pub as_of: InputSession<Time, i32, Diff>,
+    pub prior: InputSession<Time, (Name, ProfIn), Diff>,
+    /// Listen days seen (each worker adds a day once; never retracted): the
+    /// as-of range of `user_profile_28d` runs from the first to the last.
+    pub seen: InputSession<Time, i32, Diff>,
+    /// The last final day (one value; none: no day is final): as-of days
+    /// up to it are not produced.
+    pub fin: InputSession<Time, i32, Diff>,
     pub probe: ProbeHandle<Time>,
     pub traces: SinkTraces,
     /// This worker's share of kept listens and of their days (min, max).
@@ -299,8 +298,8 @@ pub struct Handles {
     pub listens_trace: Option<ListenTrace>,
 }
 
-/// Valid events keyed by (day, event id).
-pub type ListenTrace = TraceAgent<ValSpine<(i32, Id), Listen, Time, Diff>>;
+/// Valid events keyed by event key.
+pub type ListenTrace = TraceAgent<ValSpine<EventKey, Listen, Time, Diff>>;
 
 #[derive(Clone, Debug, Default)]
 pub struct KeptStats {
@@ -356,17 +355,19 @@ pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Ha
 
 pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, opts: Options) -> Handles {
     worker.dataflow::<Time, _, _>(|scope| {
-        let (listens_in, listens) = scope.new_collection::<((i32, Id), Listen), Diff>();
+        let (listens_in, listens) = scope.new_collection::<(EventKey, Listen), Diff>();
         let (rejected_in, rejected) = scope.new_collection::<(i32, RejectRow), Diff>();
-        let (prior_in, prior) = scope.new_collection::<(Id, ProfIn), Diff>();
-        let (as_of_in, as_of) = scope.new_collection::<i32, Diff>();
+        let (prior_in, prior) = scope.new_collection::<(Name, ProfIn), Diff>();
+        let (seen_in, seen) = scope.new_collection::<i32, Diff>();
+        let (fin_in, fin) = scope.new_collection::<i32, Diff>();
+        let as_of = as_of_days(seen, fin);
 
         // Dedup: of each (day, event id) group keep the smallest by the spec's tuple.
         let int = interner.clone();
         let listens = listens.arrange_by_key_named("Listens");
         let listens_trace = opts.continuous.then(|| listens.trace.clone());
         let kept = listens
-            .reduce_abelian::<_, ValBuilder<(i32, Id), Listen>, ValSpine<(i32, Id), Listen, Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilder<EventKey, Listen>, ValSpine<EventKey, Listen, Time, Diff>, _, _>(
                 "Dedup",
                 move |_key, vals: &[(&Listen, Diff)], out: &mut Vec<(Listen, Diff)>| {
                     let mut best = vals[0].0;
@@ -391,7 +392,8 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
         let stats = kept_stats.clone();
         let continuous = opts.continuous;
         let by_user_day = kept
-            .inspect(move |(((day, _), _), time, diff)| {
+            .inspect(move |((ev, _), time, diff)| {
+                let day = &ev.day;
                 let mut s = stats.borrow_mut();
                 if continuous {
                     *s.by_time.entry(*time).or_default().entry(*day).or_insert(0) += *diff as i64;
@@ -400,22 +402,22 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
                     *s.days.entry(*day).or_insert(0) += *diff as i64;
                 }
             })
-            .map(|((day, eid), l)| {
+            .map(|(ev, l)| {
                 let v = DayListen {
                     time: l.time,
-                    eid,
+                    ev,
                     track: l.track,
                     artist: l.artist,
                     ms_played: l.ms_played,
                     duration: l.duration,
                 };
-                ((day, l.user), v)
+                ((ev.day, l.user), v)
             })
             .arrange_by_key_named("ByUserDay");
 
         let daily = by_user_day
             .clone()
-            .reduce_abelian::<_, ValBuilderOf<DailyRow>, ValSpine<(i32, Id), DailyRow, Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilderOf<DailyRow>, ValSpine<(i32, Name), DailyRow, Time, Diff>, _, _>(
                 "UserDaily",
                 user_daily_logic(interner.clone()),
                 |vec, key, upds| {
@@ -425,7 +427,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
             );
         let tracks = by_user_day
             .clone()
-            .reduce_abelian::<_, ValBuilderOf<TrackRow>, ValSpine<(i32, Id), TrackRow, Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilderOf<TrackRow>, ValSpine<(i32, Name), TrackRow, Time, Diff>, _, _>(
                 "UserTrackDaily",
                 user_track_logic(interner.clone()),
                 |vec, key, upds| {
@@ -434,7 +436,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
                 },
             );
         let artists = by_user_day
-            .reduce_abelian::<_, ValBuilderOf<ArtistRow>, ValSpine<(i32, Id), ArtistRow, Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilderOf<ArtistRow>, ValSpine<(i32, Name), ArtistRow, Time, Diff>, _, _>(
                 "UserArtistDaily",
                 user_artist_logic(),
                 |vec, key, upds| {
@@ -445,7 +447,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
 
         // The profile's inputs: this run's daily rows, prior days' rows, as-of markers.
         let daily_in = daily.clone().as_collection(|&(d, u), r: &DailyRow| {
-            (u, ProfIn::new(d, ProfKind::Daily, 0, r.plays, r.skips, r.ms_played))
+            (u, ProfIn::new(d, ProfKind::Daily, Name(0), r.plays, r.skips, r.ms_played))
         });
         let track_in = tracks
             .clone()
@@ -466,7 +468,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
             .concat(prior.filter(|(_, p)| p.kind != ProfKind::Daily))
             .concat(markers)
             .arrange_by_key_named("Arrange: UserProfile28d")
-            .reduce_abelian::<_, ValBuilder<Id, (i32, ProfileRow)>, ValSpine<Id, (i32, ProfileRow), Time, Diff>, _, _>(
+            .reduce_abelian::<_, ValBuilder<Name, (i32, ProfileRow)>, ValSpine<Name, (i32, ProfileRow), Time, Diff>, _, _>(
                 "UserProfile28d",
                 profile_logic(interner.clone()),
                 |vec, key, upds| {
@@ -522,7 +524,8 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
             listens: listens_in,
             rejected: rejected_in,
             prior: prior_in,
-            as_of: as_of_in,
+            seen: seen_in,
+            fin: fin_in,
             probe,
             traces: SinkTraces {
                 user_daily: daily.trace,
@@ -539,7 +542,31 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
 }
 
 type ValBuilder<K, V> = differential_dataflow::trace::implementations::ValBuilder<K, V, Time, Diff>;
-type ValBuilderOf<V> = ValBuilder<(i32, Id), V>;
+
+/// The as-of days: from the first to the last day seen, after the last
+/// final day. One group (one worker): recomputed when the bounds or the
+/// final day change, which happens about once a day; the output changes
+/// only at its ends.
+fn as_of_days<'s>(
+    seen: differential_dataflow::VecCollection<'s, Time, i32, Diff>,
+    fin: differential_dataflow::VecCollection<'s, Time, i32, Diff>,
+) -> differential_dataflow::VecCollection<'s, Time, i32, Diff> {
+    seen.map(|d| ((), (0u8, d)))
+        .concat(fin.map(|f| ((), (1u8, f))))
+        .reduce_named(
+            "AsOfDays",
+            |_key, vals: &[(&(u8, i32), Diff)], out: &mut Vec<(i32, Diff)>| {
+                let mut days = vals.iter().filter(|(v, n)| v.0 == 0 && *n > 0).map(|(v, _)| v.1);
+                let Some(lo) = days.next() else { return };
+                let hi = days.next_back().unwrap_or(lo);
+                let f = vals.iter().filter(|(v, n)| v.0 == 1 && *n > 0).map(|(v, _)| v.1).max();
+                let from = f.map_or(lo, |f| lo.max(f.saturating_add(1)));
+                out.extend((from..=hi).map(|d| (d, 1)));
+            },
+        )
+        .map(|((), d)| d)
+}
+type ValBuilderOf<V> = ValBuilder<(i32, Name), V>;
 
 /// The logic of one reduce: a key, its values with counts, the output rows.
 pub trait GroupLogic<K, V, O>: FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>) + 'static {}
@@ -549,13 +576,7 @@ impl<K, V, O, F: FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>) + 'static> GroupL
 /// (ts, event_type, user_id, track_id, artist_id, ms_played, track_duration_ms),
 /// strings byte-wise ("play" < "skip").
 pub fn dedup_order(a: &Listen, b: &Listen, int: &Interner) -> Ordering {
-    let by_id = |x: Id, y: Id| {
-        if x == y {
-            Ordering::Equal
-        } else {
-            int.resolve(x).as_bytes().cmp(int.resolve(y).as_bytes())
-        }
-    };
+    let by_id = |x: Name, y: Name| by_bytes(int, x, y);
     a.time
         .cmp(&b.time)
         .then_with(|| by_id(a.user, b.user))
@@ -565,19 +586,19 @@ pub fn dedup_order(a: &Listen, b: &Listen, int: &Interner) -> Ordering {
         .then(a.duration.cmp(&b.duration))
 }
 
-fn by_bytes(int: &Interner, a: Id, b: Id) -> Ordering {
+fn by_bytes(int: &Interner, a: Name, b: Name) -> Ordering {
     if a == b {
         Ordering::Equal
     } else {
-        int.resolve(a).as_bytes().cmp(int.resolve(b).as_bytes())
+        int.resolve(a.0).as_bytes().cmp(int.resolve(b.0).as_bytes())
     }
 }
 
 /// `user_daily` over one (user, day) group, values in (ts, event id) order.
-fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen, DailyRow> {
+fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Name), DayListen, DailyRow> {
     let mut tracks: FxSet<Id> = FxSet::default();
     let mut artists: FxMap<Id, i64> = FxMap::default();
-    let mut run: Vec<(Id, bool, Diff)> = Vec::new();
+    let mut run: Vec<(EventKey, bool, Diff)> = Vec::new();
     move |&(day, _user), vals, out| {
         tracks.clear();
         artists.clear();
@@ -589,7 +610,6 @@ fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen,
         let mut prev_ts: Option<i64> = None;
         let mut session_len = 0i64;
         let mut streak = 0i64;
-        let event_ids = int.event_day(day);
         let mut i = 0;
         while i < vals.len() {
             let ts = vals[i].0.time.ms_of_day();
@@ -620,8 +640,8 @@ fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen,
                 r.sum_duration += n * v.duration as i64;
                 r.by_hour[(ts / 3_600_000) as usize] += n as u32;
                 session_len += n;
-                tracks.insert(v.track);
-                *artists.entry(v.artist).or_insert(0) += n;
+                tracks.insert(v.track.0);
+                *artists.entry(v.artist.0).or_insert(0) += n;
             }
             r.longest_session = r.longest_session.max(session_len);
             // Skip streaks follow (ts, event_id) order: sort ties by event id bytes.
@@ -631,8 +651,8 @@ fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen,
                 r.max_skip_streak = r.max_skip_streak.max(streak);
             } else {
                 run.clear();
-                run.extend(vals[i..j].iter().map(|(v, n)| (v.eid, v.time.skip(), *n)));
-                run.sort_by_cached_key(|a| event_ids.resolve(a.0));
+                run.extend(vals[i..j].iter().map(|(v, n)| (v.ev, v.time.skip(), *n)));
+                run.sort_by_cached_key(|a| a.0.resolve());
                 for &(_, skip, n) in run.iter() {
                     streak = if skip { streak + n as i64 } else { 0 };
                     r.max_skip_streak = r.max_skip_streak.max(streak);
@@ -647,7 +667,7 @@ fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen,
             top = match top {
                 None => Some((a, n)),
                 Some((b, m)) => {
-                    if n > m || (n == m && by_bytes(&int, a, b) == Ordering::Less) {
+                    if n > m || (n == m && by_bytes(&int, Name(a), Name(b)) == Ordering::Less) {
                         Some((a, n))
                     } else {
                         Some((b, m))
@@ -656,7 +676,7 @@ fn user_daily_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen,
             };
         }
         let (a, n) = top.expect("non-empty group");
-        r.top_artist = a;
+        r.top_artist = Name(a);
         r.top_artist_listens = n;
         run.clear();
         shrink(&mut tracks);
@@ -694,14 +714,14 @@ impl<K: Eq + std::hash::Hash> Shrinkable for FxSet<K> {
 }
 
 /// `user_track_daily` rows of one (user, day) group.
-fn user_track_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen, TrackRow> {
+fn user_track_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Name), DayListen, TrackRow> {
     let mut rows: FxMap<Id, TrackRow> = FxMap::default();
     move |&(day, _user), vals, out| {
         rows.clear();
         for (v, n) in vals {
             let n = *n as i64;
             let ms = v.ms_played as i64;
-            let r = rows.entry(v.track).or_insert_with(|| TrackRow {
+            let r = rows.entry(v.track.0).or_insert_with(|| TrackRow {
                 track: v.track,
                 artist: v.artist,
                 first_ts: v.time.ts(day),
@@ -732,7 +752,7 @@ fn user_track_logic(int: Arc<Interner>) -> impl GroupLogic<(i32, Id), DayListen,
 }
 
 /// `user_artist_daily` rows of one (user, day) group.
-fn user_artist_logic() -> impl GroupLogic<(i32, Id), DayListen, ArtistRow> {
+fn user_artist_logic() -> impl GroupLogic<(i32, Name), DayListen, ArtistRow> {
     let mut rows: FxMap<Id, ArtistRow> = FxMap::default();
     let mut pairs: FxSet<(Id, Id)> = FxSet::default();
     move |_key, vals, out| {
@@ -740,7 +760,7 @@ fn user_artist_logic() -> impl GroupLogic<(i32, Id), DayListen, ArtistRow> {
         pairs.clear();
         for (v, n) in vals {
             let n = *n as i64;
-            let r = rows.entry(v.artist).or_insert_with(|| ArtistRow {
+            let r = rows.entry(v.artist.0).or_insert_with(|| ArtistRow {
                 artist: v.artist,
                 ..Default::default()
             });
@@ -751,7 +771,7 @@ fn user_artist_logic() -> impl GroupLogic<(i32, Id), DayListen, ArtistRow> {
                 r.plays += n;
             }
             r.ms_played += n * v.ms_played as i64;
-            if pairs.insert((v.artist, v.track)) {
+            if pairs.insert((v.artist.0, v.track.0)) {
                 r.distinct_tracks += 1;
             }
         }
@@ -807,12 +827,12 @@ impl Window {
                 } else {
                     &mut self.artists
                 };
-                let t = map.entry(p.id).or_default();
+                let t = map.entry(p.id.0).or_default();
                 t.plays += n * p.plays as i64;
                 t.skips += n * p.skips as i64;
                 t.days += n;
                 if t.days == 0 {
-                    map.remove(&p.id);
+                    map.remove(&p.id.0);
                 }
             }
         }
@@ -822,7 +842,7 @@ impl Window {
 
 /// `user_profile_28d` of one user: slides the 28-day window over the user's
 /// daily rows (sorted by day) and emits one row per as-of marker.
-fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Id, ProfIn, (i32, ProfileRow)> {
+fn profile_logic(int: Arc<Interner>) -> impl GroupLogic<Name, ProfIn, (i32, ProfileRow)> {
     let mut w = Window::default();
     let mut cands: Vec<TopEntry> = Vec::new();
     move |_user, vals, out| {
@@ -882,7 +902,7 @@ fn top_n(map: &FxMap<Id, Tally>, cands: &mut Vec<TopEntry>, int: &Interner) -> A
     cands.extend(
         map.iter()
             .filter(|(_, t)| t.plays > 0)
-            .map(|(&id, t)| (id, t.plays, t.skips)),
+            .map(|(&id, t)| (Name(id), t.plays, t.skips)),
     );
     let cmp = |a: &TopEntry, b: &TopEntry| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then_with(|| by_bytes(int, a.0, b.0));
     if cands.len() > TOP_N {

@@ -52,6 +52,7 @@ pub fn run(out: &Path, workers: usize) -> Result<String> {
         range: None,
         workers,
         progress: false,
+        topology: Default::default(),
     })?;
     let r = &outcome.report;
     let mut s = String::new();

@@ -77,6 +77,18 @@ impl Abort {
 
 static RUNS: Mutex<Vec<Weak<Abort>>> = Mutex::new(Vec::new());
 
+/// Cluster mode: what a failed process says after its error (see [`exit_on_panic`]).
+static EXIT_ON_PANIC: OnceLock<String> = OnceLock::new();
+
+/// Cluster mode: a panic anywhere ends this process at once with exit 1 and
+/// one line (`skipflow: error: <first failure>; <epilogue>`), instead of
+/// unwinding through timely's communication state, which a dead peer leaves
+/// poisoned. Like a crash, this publishes nothing more; the other processes
+/// see the closed connection and end the same way.
+pub fn exit_on_panic(epilogue: &str) {
+    let _ = EXIT_ON_PANIC.set(epilogue.to_string());
+}
+
 thread_local! {
     static CURRENT: RefCell<Option<(Arc<Abort>, usize)>> = const { RefCell::new(None) };
 }
@@ -98,8 +110,11 @@ pub fn install_panic_hook() {
                 .unwrap_or_default();
             let current = CURRENT.with(|c| c.borrow().clone());
             let thread = std::thread::current().name().unwrap_or("").to_string();
-            match &current {
-                Some((run, w)) => run.fail(format!("worker {w} panicked: {what}{at}")),
+            let first = match &current {
+                Some((run, w)) => {
+                    run.fail(format!("worker {w} panicked: {what}{at}"));
+                    run.message().map(str::to_string)
+                }
                 None if thread.starts_with("timely:") => {
                     let msg = format!("lost the connection to another process of the cluster ({what}, {thread})");
                     let runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
@@ -111,8 +126,16 @@ pub fn install_panic_hook() {
                     if live.is_empty() {
                         default(info);
                     }
+                    live.first().and_then(|r| r.message().map(str::to_string)).or(Some(msg))
                 }
-                None => default(info),
+                None => {
+                    default(info);
+                    None
+                }
+            };
+            if let (Some(epilogue), Some(first)) = (EXIT_ON_PANIC.get(), first) {
+                eprintln!("skipflow: error: {first}; {epilogue}");
+                std::process::exit(1);
             }
             if current.is_some() && std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
                 default(info);
@@ -172,9 +195,10 @@ impl Barrier {
 }
 
 /// Fault injection for tests of failure handling:
-/// `SKIPFLOW_FAULT=<point>:<error|panic>` makes the last worker of a run
-/// fail at `<point>` (`reader`: creating its Kafka reader; `prior`: reading
-/// published days back; `staging`: writing a partition).
+/// `SKIPFLOW_FAULT=<point>:<error|panic|hang>` makes the last worker of a
+/// run fail (or stop answering, to be killed) at `<point>` (`reader`:
+/// creating its Kafka reader; `prior`: reading published days back;
+/// `staging`: writing partitions).
 pub fn inject(point: &str, worker: usize, peers: usize) -> anyhow::Result<()> {
     static AT: OnceLock<Option<(String, String)>> = OnceLock::new();
     let at = AT.get_or_init(|| {
@@ -183,12 +207,16 @@ pub fn inject(point: &str, worker: usize, peers: usize) -> anyhow::Result<()> {
         Some((p.to_string(), k.to_string()))
     });
     match at {
-        Some((p, kind)) if p == point && worker + 1 == peers => {
-            if kind == "panic" {
-                panic!("injected panic at {point}");
+        Some((p, kind)) if p == point && worker + 1 == peers => match kind.as_str() {
+            "panic" => panic!("injected panic at {point}"),
+            "hang" => {
+                eprintln!("SKIPFLOW_FAULT: worker {worker} stops answering at {point}");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
             }
-            anyhow::bail!("injected failure at {point}")
-        }
+            _ => anyhow::bail!("injected failure at {point}"),
+        },
         _ => Ok(()),
     }
 }

@@ -9,14 +9,164 @@
 //! User, track and artist ids live in one process-wide table (catalogs are
 //! bounded). Event ids only matter within their UTC day (duplicates are
 //! same-day), so they live in one table per day, released with the day.
+//!
+//! **Across processes** (cluster mode) ids mean nothing: each process interns
+//! in its own order. So the dataflow carries [`Name`]s and [`EventKey`]s,
+//! whose ids are process-local but whose identity is their string:
+//! - an exchange routes them by a fixed-seed hash of the string (their
+//!   `Hash`), so the same string reaches the same worker from every process;
+//! - serialized (only when a record goes to another process) they are their
+//!   string, and the receiving process interns it on arrival.
+//!
+//! Both need the interner of the worker thread they are on ([`enter`]).
+//! Exact by construction: no two strings are ever merged, and no output
+//! depends on which process saw a string first.
 
 use ahash::RandomState;
 use dashmap::DashMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 /// An interned string: dense, exact, process-local.
 pub type Id = u32;
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Interner>>> = const { RefCell::new(None) };
+    /// The event-id tables this thread used last (no shared lock per event).
+    static DAYS: RefCell<HashMap<i32, EventIds>> = RefCell::new(HashMap::new());
+}
+
+/// Makes `i` the interner of this (worker) thread's names and event keys.
+pub fn enter(i: &Arc<Interner>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(i.clone()));
+    DAYS.with(|d| d.borrow_mut().clear());
+}
+
+fn with<R>(f: impl FnOnce(&Interner) -> R) -> R {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        f(c.as_ref()
+            .expect("an id used outside a worker thread (intern::enter was not called)"))
+    })
+}
+
+/// The event-id table of `day` for this thread's interner.
+fn event_ids(day: i32) -> EventIds {
+    DAYS.with(|d| {
+        d.borrow_mut()
+            .entry(day)
+            .or_insert_with(|| with(|i| i.event_day(day)))
+            .clone()
+    })
+}
+
+/// Forgets this thread's cached event-id tables (after days were released).
+pub fn forget_days() {
+    DAYS.with(|d| d.borrow_mut().clear());
+}
+
+/// A user, track or artist id, or a source name: a process-local id whose
+/// identity across processes is its string (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Name(pub Id);
+
+impl Name {
+    /// Interns `s` with this thread's interner.
+    pub fn of(s: &str) -> Name {
+        Name(with(|i| i.name(s)))
+    }
+}
+
+/// Test hook: `SKIPFLOW_ROUTE_HASH=constant` gives every name and event key
+/// the same routing hash (every string collides), to show that routing
+/// decides only where a key is processed, never which strings are equal.
+fn constant_route() -> bool {
+    static C: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *C.get_or_init(|| std::env::var("SKIPFLOW_ROUTE_HASH").is_ok_and(|v| v == "constant"))
+}
+
+impl Hash for Name {
+    /// The string's bytes: exchanges route by content, the same in every process.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        if constant_route() {
+            return;
+        }
+        with(|i| i.resolve(self.0).hash(h))
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        with(|i| s.serialize_str(i.resolve(self.0)))
+    }
+}
+
+struct NameVisitor;
+
+impl serde::de::Visitor<'_> for NameVisitor {
+    type Value = Name;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an id string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
+        Ok(Name::of(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+        d.deserialize_str(NameVisitor)
+    }
+}
+
+/// An event id within its UTC day (duplicates are same-day): the key of
+/// de-duplication. Process-local like [`Name`], its identity is (day, string).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventKey {
+    pub day: i32,
+    pub eid: Id,
+}
+
+impl EventKey {
+    /// Interns the event id `s` of `day` with this thread's interner.
+    pub fn of(day: i32, s: &str) -> EventKey {
+        EventKey {
+            day,
+            eid: event_ids(day).intern(s),
+        }
+    }
+
+    /// The event id's string.
+    pub fn resolve(&self) -> String {
+        event_ids(self.day).resolve(self.eid)
+    }
+}
+
+impl Hash for EventKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        if constant_route() {
+            return;
+        }
+        self.day.hash(h);
+        event_ids(self.day).0.with_bytes(self.eid, |b| b.hash(h));
+    }
+}
+
+impl Serialize for EventKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.day, self.resolve()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EventKey, D::Error> {
+        let (day, s): (i32, std::borrow::Cow<'de, str>) = Deserialize::deserialize(d)?;
+        Ok(EventKey::of(day, &s))
+    }
+}
 
 /// A concurrent interner: a sharded map finds a string's id, an append-only
 /// vector resolves an id without locks.
@@ -117,9 +267,13 @@ impl CompactStrings {
 
     /// The string of an id (copied out of the shard).
     pub fn resolve(&self, id: Id) -> String {
+        self.with_bytes(id, |b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// Calls `f` with the bytes of an id (no copy).
+    pub fn with_bytes<R>(&self, id: Id, f: impl FnOnce(&[u8]) -> R) -> R {
         let guard = self.shards[(id & 0xf) as usize].lock().expect("interner shard");
-        let b = get(&guard.chunks, guard.locs[(id >> 4) as usize]);
-        String::from_utf8_lossy(b).into_owned()
+        f(get(&guard.chunks, guard.locs[(id >> 4) as usize]))
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod continuous;
 pub mod dataflow;
 pub mod dates;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod generate;
 pub mod inspect;
 pub mod intern;
+pub mod mailbox;
 pub mod metrics;
 pub mod report;
 pub mod schema;

@@ -25,9 +25,17 @@ fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Batch(a) => {
             let cfg = cli::batch_config(&a)?;
-            let out = batch::run(&cfg)?;
-            print!("{}", skipflow::report::summary(&out.report));
-            println!("run report: {}", out.report_path.display());
+            match batch::run_process(&cfg)? {
+                Some(out) => {
+                    print!("{}", skipflow::report::summary(&out.report));
+                    println!("run report: {}", out.report_path.display());
+                }
+                None => eprintln!(
+                    "skipflow batch: process {} of {} done; process 0 published and wrote the run report",
+                    cfg.topology.process(),
+                    cfg.topology.processes()
+                ),
+            }
             Ok(())
         }
         Command::Generate(a) => cli::generate(&a),

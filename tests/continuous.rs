@@ -51,6 +51,7 @@ fn batch_equals_continuous_after_bursts_across_commits() {
         epoch: Duration::from_millis(50),
         metrics_addr: Some("127.0.0.1:0".into()),
         discovery_interval: Duration::from_secs(30),
+        topology: Default::default(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (c2, s2) = (cfg.clone(), stop.clone());
@@ -182,6 +183,7 @@ fn the_final_commit_on_stop_publishes_everything_it_read() {
         epoch: Duration::from_millis(10),
         metrics_addr: None,
         discovery_interval: Duration::from_secs(30),
+        topology: Default::default(),
     };
     // Only the final commit: the interval is far away.
     let stop = Arc::new(AtomicBool::new(false));

@@ -85,6 +85,7 @@ impl Job {
             epoch: Duration::from_millis(20),
             metrics_addr: Some(metrics.clone()),
             discovery_interval: Duration::from_secs(30),
+            topology: Default::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
@@ -393,6 +394,7 @@ fn success_late_events_and_open_day_updates_follow_the_watermark() {
         range: None,
         workers: 2,
         progress: false,
+        topology: Default::default(),
     })
     .unwrap();
     let expected = features(output::read_tables(&bout));

@@ -198,6 +198,7 @@ fn pyarrow_and_duckdb_read_continuous_outputs_with_late_events() {
         epoch: std::time::Duration::from_millis(20),
         metrics_addr: None,
         discovery_interval: std::time::Duration::from_secs(30),
+        topology: Default::default(),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (c2, s2) = (cfg.clone(), stop.clone());

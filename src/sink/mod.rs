@@ -29,7 +29,7 @@ pub fn partition_dir(day: i32) -> String {
 pub const PART_FILE: &str = "part-00000.parquet";
 
 /// A partition written to staging, ready to publish.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Staged {
     pub table: Table,
     pub day: i32,

@@ -3,7 +3,7 @@
 //! sorting columns declared, bloom filter on `user_id`).
 
 use crate::dataflow::{ArtistRow, DailyRow, LateRow, ProfileRow, RejectRow, TopEntry, TrackRow};
-use crate::intern::{Id, Interner};
+use crate::intern::{Interner, Name};
 use crate::schema::Table;
 use anyhow::{Context, Result};
 use arrow_array::builder::{
@@ -21,12 +21,14 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Rows of one output partition, as the dataflow holds them (ids, not strings).
+/// Rows of one output partition, as the dataflow holds them (ids, not
+/// strings; a share sent to another process carries its strings).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub enum PartRows {
-    UserDaily(Vec<(Id, DailyRow)>),
-    UserTrackDaily(Vec<(Id, TrackRow)>),
-    UserArtistDaily(Vec<(Id, ArtistRow)>),
-    UserProfile(Vec<(Id, ProfileRow)>),
+    UserDaily(Vec<(Name, DailyRow)>),
+    UserTrackDaily(Vec<(Name, TrackRow)>),
+    UserArtistDaily(Vec<(Name, ArtistRow)>),
+    UserProfile(Vec<(Name, ProfileRow)>),
     Rejected(Vec<RejectRow>),
     Late(Vec<LateRow>),
 }
@@ -55,6 +57,18 @@ impl PartRows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// No rows of `t` (a partition to remove, once every share is in).
+    pub fn empty(t: Table) -> PartRows {
+        match t {
+            Table::UserDaily => PartRows::UserDaily(vec![]),
+            Table::UserTrackDaily => PartRows::UserTrackDaily(vec![]),
+            Table::UserArtistDaily => PartRows::UserArtistDaily(vec![]),
+            Table::UserProfile28d => PartRows::UserProfile(vec![]),
+            Table::RejectedEvents => PartRows::Rejected(vec![]),
+            Table::LateEvents => PartRows::Late(vec![]),
+        }
+    }
+
     /// Appends another share of the same partition.
     pub fn append(&mut self, other: PartRows) {
         match (self, other) {
@@ -75,11 +89,11 @@ impl PartRows {
 struct Ranks(Vec<u32>);
 
 impl Ranks {
-    fn new(ids: impl Iterator<Item = Id>, int: &Interner) -> Ranks {
-        let mut distinct: Vec<Id> = ids.collect();
+    fn new(ids: impl Iterator<Item = Name>, int: &Interner) -> Ranks {
+        let mut distinct: Vec<u32> = ids.map(|n| n.0).collect();
         distinct.sort_unstable();
         distinct.dedup();
-        let mut keyed: Vec<(&str, Id)> = distinct.into_iter().map(|i| (int.resolve(i), i)).collect();
+        let mut keyed: Vec<(&str, u32)> = distinct.into_iter().map(|i| (int.resolve(i), i)).collect();
         keyed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let max = keyed.iter().map(|k| k.1).max().unwrap_or(0) as usize;
         let mut rank = vec![0u32; max + 1];
@@ -88,8 +102,8 @@ impl Ranks {
         }
         Ranks(rank)
     }
-    fn of(&self, id: Id) -> u32 {
-        self.0[id as usize]
+    fn of(&self, id: Name) -> u32 {
+        self.0[id.0 as usize]
     }
 }
 
@@ -134,7 +148,7 @@ fn top_list<'a>(id_name: &str, lists: impl ExactSizeIterator<Item = &'a [TopEntr
     let (mut ids, mut plays, mut skips) = (StringBuilder::new(), Vec::new(), Vec::new());
     for list in lists {
         for &(id, p, s) in list {
-            ids.append_value(int.resolve(id));
+            ids.append_value(int.resolve(id.0));
             plays.push(p);
             skips.push(s);
         }
@@ -172,7 +186,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 hours.append(true);
             }
             vec![
-                strs(v.iter().map(|(u, _)| int.resolve(*u))),
+                strs(v.iter().map(|(u, _)| int.resolve(u.0))),
                 days(day, n),
                 i64s(v.iter().map(|(_, r)| r.listens)),
                 i64s(v.iter().map(|(_, r)| r.plays)),
@@ -189,7 +203,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 ts_array(v.iter().map(|(_, r)| r.first_ts)),
                 ts_array(v.iter().map(|(_, r)| r.last_ts)),
                 Arc::new(hours.finish()),
-                strs(v.iter().map(|(_, r)| int.resolve(r.top_artist))),
+                strs(v.iter().map(|(_, r)| int.resolve(r.top_artist.0))),
                 i64s(v.iter().map(|(_, r)| r.top_artist_listens)),
             ]
         }
@@ -199,10 +213,10 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
             v.sort_unstable_by_key(|r| (users.of(r.0), tracks.of(r.1.track)));
             let n = v.len();
             vec![
-                strs(v.iter().map(|(u, _)| int.resolve(*u))),
-                strs(v.iter().map(|(_, r)| int.resolve(r.track))),
+                strs(v.iter().map(|(u, _)| int.resolve(u.0))),
+                strs(v.iter().map(|(_, r)| int.resolve(r.track.0))),
                 days(day, n),
-                strs(v.iter().map(|(_, r)| int.resolve(r.artist))),
+                strs(v.iter().map(|(_, r)| int.resolve(r.artist.0))),
                 i64s(v.iter().map(|(_, r)| r.listens)),
                 i64s(v.iter().map(|(_, r)| r.plays)),
                 i64s(v.iter().map(|(_, r)| r.skips)),
@@ -219,8 +233,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
             v.sort_unstable_by_key(|r| (users.of(r.0), artists.of(r.1.artist)));
             let n = v.len();
             vec![
-                strs(v.iter().map(|(u, _)| int.resolve(*u))),
-                strs(v.iter().map(|(_, r)| int.resolve(r.artist))),
+                strs(v.iter().map(|(u, _)| int.resolve(u.0))),
+                strs(v.iter().map(|(_, r)| int.resolve(r.artist.0))),
                 days(day, n),
                 i64s(v.iter().map(|(_, r)| r.listens)),
                 i64s(v.iter().map(|(_, r)| r.plays)),
@@ -234,7 +248,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
             v.sort_unstable_by_key(|r| users.of(r.0));
             let n = v.len();
             vec![
-                strs(v.iter().map(|(u, _)| int.resolve(*u))),
+                strs(v.iter().map(|(u, _)| int.resolve(u.0))),
                 days(day, n),
                 i64s(v.iter().map(|(_, r)| r.active_days)),
                 i64s(v.iter().map(|(_, r)| r.listens)),
@@ -250,8 +264,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
         }
         PartRows::Rejected(mut v) => {
             v.sort_unstable_by(|a, b| {
-                (int.resolve(a.source).as_bytes(), a.partition, a.offset).cmp(&(
-                    int.resolve(b.source).as_bytes(),
+                (int.resolve(a.source.0).as_bytes(), a.partition, a.offset).cmp(&(
+                    int.resolve(b.source.0).as_bytes(),
                     b.partition,
                     b.offset,
                 ))
@@ -265,7 +279,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 raw.append_value(&r.raw);
             }
             vec![
-                strs(v.iter().map(|r| int.resolve(r.source))),
+                strs(v.iter().map(|r| int.resolve(r.source.0))),
                 Arc::new(part.finish()),
                 i64s(v.iter().map(|r| r.offset)),
                 Arc::new(mts.finish()),

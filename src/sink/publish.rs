@@ -42,9 +42,14 @@ pub struct OutputLock {
 impl OutputLock {
     /// Takes the lock or fails at once with [`Locked`].
     pub fn acquire(out: &Path) -> Result<OutputLock> {
+        OutputLock::acquire_named(out, "lock")
+    }
+
+    /// Takes the lock file `name` (each process of a cluster holds its own).
+    pub fn acquire_named(out: &Path, name: &str) -> Result<OutputLock> {
         let dir = state_dir(out);
         fs::create_dir_all(&dir).with_context(|| format!("creating output directory {}", out.display()))?;
-        let path = dir.join("lock");
+        let path = dir.join(name);
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -81,9 +86,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A fresh staging directory for one run or commit.
-pub fn staging_dir(out: &Path, id: &str) -> Result<PathBuf> {
-    let dir = state_dir(out).join("staging").join(id);
+/// A fresh staging directory for one run or commit of process `own`.
+pub fn staging_dir(out: &Path, own: &str, id: &str) -> Result<PathBuf> {
+    let dir = state_dir(out).join("staging").join(own).join(id);
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
     }
@@ -91,10 +96,15 @@ pub fn staging_dir(out: &Path, id: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Removes staging directories left by runs that died.
-pub fn clean_staging(out: &Path) -> Result<()> {
-    for sub in ["staging", "trash"] {
-        let d = state_dir(out).join(sub);
+/// Removes the staging directory of process `own` left by runs that died
+/// (and, for the committer's process, the trash of removed partitions).
+pub fn clean_staging(out: &Path, own: &str, trash: bool) -> Result<()> {
+    let staging = state_dir(out).join("staging");
+    let mut dirs = vec![staging.join(own)];
+    if trash {
+        dirs.push(state_dir(out).join("trash"));
+    }
+    for d in dirs {
         if d.exists() {
             fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
         }

@@ -4,7 +4,7 @@
 use super::partition_dir;
 use crate::dataflow::{LateRow, ProfIn, ProfKind, RejectRow};
 use crate::decode::Reject;
-use crate::intern::{Id, Interner};
+use crate::intern::{Interner, Name};
 use crate::schema::Table;
 use anyhow::{anyhow, Context, Result};
 use arrow_array::cast::AsArray;
@@ -60,7 +60,7 @@ fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::String
 /// The profile inputs of one published day: its `user_daily`,
 /// `user_track_daily` and `user_artist_daily` rows. Returns whether the day
 /// had a `user_daily` partition.
-pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Id, ProfIn)) -> Result<bool> {
+pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Name, ProfIn)) -> Result<bool> {
     let daily = read_partition(out, Table::UserDaily, day)?;
     let present = !daily.is_empty();
     for b in &daily {
@@ -72,8 +72,8 @@ pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Id, 
         );
         for i in 0..b.num_rows() {
             emit(
-                int.name(u.value(i)),
-                ProfIn::new(day, ProfKind::Daily, 0, p.value(i), s.value(i), m.value(i)),
+                Name(int.name(u.value(i))),
+                ProfIn::new(day, ProfKind::Daily, Name(0), p.value(i), s.value(i), m.value(i)),
             );
         }
     }
@@ -90,8 +90,8 @@ pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Id, 
             );
             for i in 0..b.num_rows() {
                 emit(
-                    int.name(u.value(i)),
-                    ProfIn::new(day, kind, int.name(id.value(i)), p.value(i), s.value(i), 0),
+                    Name(int.name(u.value(i))),
+                    ProfIn::new(day, kind, Name(int.name(id.value(i))), p.value(i), s.value(i), 0),
                 );
             }
         }
@@ -117,7 +117,7 @@ pub fn rejected_rows(out: &Path, day: i32, int: &Interner) -> Result<Vec<RejectR
             .ok_or_else(|| anyhow!("raw type"))?;
         for i in 0..b.num_rows() {
             rows.push(RejectRow {
-                source: int.name(src.value(i)),
+                source: Name(int.name(src.value(i))),
                 partition: part.value(i),
                 offset: off.value(i),
                 message_ts: if mts.is_null(i) { None } else { Some(mts.value(i)) },

@@ -44,7 +44,7 @@ impl<'a> RawRecord<'a> {
     /// day of its message timestamp, else `run_day` (file input).
     pub fn reject_row(
         &self,
-        source: crate::intern::Id,
+        source: crate::intern::Name,
         reason: crate::decode::Reject,
         run_day: i32,
     ) -> (i32, crate::dataflow::RejectRow) {

@@ -36,6 +36,7 @@ pub fn batch_run(addr: &str, out: &Path) -> (Tables, RunReport) {
         range: None,
         workers: 2,
         progress: false,
+        topology: Default::default(),
     })
     .expect("batch run over the topic");
     (output::read_tables(out), r.report)

@@ -16,6 +16,7 @@ pub fn batch(inputs: &[PathBuf], out: &Path, range: Option<(i32, i32)>, workers:
         range,
         workers,
         progress: false,
+        topology: Default::default(),
     };
     batch::run(&cfg).expect("batch run").report
 }

@@ -85,6 +85,7 @@ pub fn kafka_batch(addr: &str, out: &Path, range: Option<(i32, i32)>, workers: u
         range,
         workers,
         progress: false,
+        topology: Default::default(),
     };
     batch::run(&cfg).map(|o| o.report)
 }

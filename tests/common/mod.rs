@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod cont;
 pub mod harness;
 pub mod kafka;

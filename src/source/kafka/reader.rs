@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a reader did with one partition.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReadRange {
     pub partition: i32,
     /// First offset read (or where reading started when nothing was read).
@@ -26,7 +26,7 @@ pub struct ReadRange {
 }
 
 /// What a reader knows of one followed partition (for the watermark).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionState {
     pub partition: i32,
     /// Next offset to read.

@@ -1,0 +1,337 @@
+//! The committer (worker 0): once every owner has staged the partitions of
+//! a boundary, it publishes them, decides the final days from the
+//! watermark, writes the checkpoint, marks the final partitions, and
+//! reports (run report, metrics, consumer-group offsets). What it decides
+//! goes back to every worker as a `Decision`.
+
+use super::checkpoint::{crash_point, final_day, mark_final, watermark, write_checkpoint, Checkpoint};
+use super::commit::{Decision, Gather};
+use super::Ctx;
+use crate::dataflow::Time;
+use crate::report::{Counts, InputRange, RunReport, TableWrite};
+use crate::schema::Table;
+use crate::sink::{publish, Staged};
+use crate::source::kafka::PartitionState;
+use anyhow::Result;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub(super) struct Committer {
+    ck: Checkpoint,
+    /// Counts and arrivals of commits that published nothing (replay).
+    carry: Counts,
+    carry_arrivals: BTreeMap<i64, u64>,
+    kafka_errors_reported: u64,
+    /// Commits consumer-group offsets after each checkpoint (lag dashboards).
+    offsets: Option<BaseConsumer<crate::source::kafka::Ctx>>,
+}
+
+/// Every worker's gathered knowledge, merged.
+#[derive(Default)]
+struct Merged {
+    counts: Counts,
+    kept_days: BTreeMap<i32, i64>,
+    states: Vec<PartitionState>,
+    positions: BTreeMap<i32, i64>,
+    first_off: BTreeMap<(i32, i32), i64>,
+    arrivals: BTreeMap<i64, u64>,
+    sizes: BTreeMap<String, i64>,
+    kafka_errors: u64,
+    seen: Option<(i32, i32)>,
+}
+
+fn merge(all: &[Gather]) -> Merged {
+    let mut m = Merged::default();
+    for g in all {
+        m.counts.add(&g.counts);
+        for (d, n) in &g.kept_days {
+            *m.kept_days.entry(*d).or_insert(0) += n;
+        }
+        m.states.extend(g.states.iter().copied());
+        m.positions.extend(g.positions.iter().copied());
+        for (k, o) in &g.first_off {
+            let e = m.first_off.entry(*k).or_insert(*o);
+            *e = (*e).min(*o);
+        }
+        for (s, n) in &g.arrivals {
+            *m.arrivals.entry(*s).or_insert(0) += n;
+        }
+        for (name, n) in &g.sizes {
+            *m.sizes.entry(name.clone()).or_insert(0) += n;
+        }
+        m.kafka_errors += g.kafka_errors;
+        m.seen = match (m.seen, g.seen) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (x, y) => x.or(y),
+        };
+    }
+    m.states.sort_by_key(|s| s.partition);
+    m
+}
+
+impl Committer {
+    pub fn new(c: &Ctx) -> Committer {
+        let offsets = c.cfg.kafka.consumer().ok();
+        if let Some(o) = &offsets {
+            o.context().errors.silent.store(true, Ordering::Relaxed);
+        }
+        Committer {
+            ck: c.ck.clone(),
+            carry: Counts::default(),
+            carry_arrivals: BTreeMap::new(),
+            kafka_errors_reported: 0,
+            offsets,
+        }
+    }
+
+    /// Publishes boundary `b`'s staged partitions and writes its checkpoint.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        c: &Ctx,
+        all: &[Gather],
+        staged: Vec<Staged>,
+        old_final: Option<i32>,
+        replaying: bool,
+        b: Time,
+        started: Instant,
+    ) -> Result<Decision> {
+        let last = all.iter().any(|g| g.stop);
+        let mut m = merge(all);
+        if replaying {
+            // Counts and arrivals wait for the first published commit.
+            self.carry.add(&m.counts);
+            for (s, n) in m.arrivals {
+                *self.carry_arrivals.entry(s).or_insert(0) += n;
+            }
+            tracing::info!(boundary = b, "replaying to the checkpoint; nothing published");
+            let as_of = self.ck.first_day.zip(self.ck.last_day);
+            return Ok(Decision {
+                final_through: old_final,
+                as_of,
+                replaying: true,
+                last,
+            });
+        }
+        m.counts.add(&std::mem::take(&mut self.carry));
+        for (s, n) in std::mem::take(&mut self.carry_arrivals) {
+            *m.arrivals.entry(s).or_insert(0) += n;
+        }
+        publish_staged(c, &staged, old_final)?;
+        let (new_final, report_counts) = self.checkpoint(c, &m, old_final)?;
+        if new_final != old_final {
+            let f = new_final.expect("final");
+            let from = old_final.map_or(i32::MIN, |o| o + 1);
+            let marked = mark_final(&c.cfg.output, from, f)?;
+            tracing::info!(
+                through = %crate::dates::day_to_string(f),
+                watermark = ?self.ck.watermark_ms.map(|w| chrono::DateTime::from_timestamp_millis(w).map(|t| t.to_rfc3339())),
+                partitions = marked,
+                "days finalized"
+            );
+        }
+        c.commits.fetch_add(1, Ordering::SeqCst);
+        let mut report_ck = self.ck.clone();
+        report_ck.counts = report_counts;
+        write_commit_report(c, &report_ck, &staged, started)?;
+        self.after_checkpoint(c, &report_ck, &m, staged.len(), started);
+        tracing::info!(
+            boundary = b,
+            partitions = staged.len(),
+            secs = started.elapsed().as_secs_f64(),
+            "commit"
+        );
+        Ok(Decision {
+            final_through: new_final,
+            as_of: self.ck.first_day.zip(self.ck.last_day),
+            replaying: false,
+            last,
+        })
+    }
+
+    /// Decides the final days and writes the checkpoint; returns the new last
+    /// final day and the counts of the run report (open days' kept listens in).
+    fn checkpoint(&mut self, c: &Ctx, m: &Merged, old_final: Option<i32>) -> Result<(Option<i32>, Counts)> {
+        let ck = &mut self.ck;
+        // Finalization: the watermark of the partitions at the boundary.
+        let wm = watermark(&m.states).max(ck.watermark_ms);
+        ck.watermark_ms = wm;
+        let fa = c.cfg.finalize_after.as_millis().min(i64::MAX as u128) as i64;
+        let new_final = match (old_final, wm.map(|w| final_day(w, fa))) {
+            (Some(o), Some(d)) => Some(o.max(d)),
+            (o, d) => o.or(d),
+        };
+        let newly = |d: i32| new_final.is_some_and(|f| d <= f) && old_final.is_none_or(|o| d > o);
+        let released: i64 = m.kept_days.iter().filter(|(d, _)| newly(**d)).map(|(_, n)| *n).sum();
+        let open: i64 = m
+            .kept_days
+            .iter()
+            .filter(|(d, _)| new_final.is_none_or(|f| **d > f))
+            .map(|(_, n)| *n)
+            .sum();
+        // `kept` holds the listens of final days; the open days' come from the state.
+        let kept = ck.counts.kept + released.max(0) as u64;
+        let mut gc = m.counts.clone();
+        gc.kept = 0;
+        ck.counts.add(&gc);
+        ck.counts.kept = kept;
+        let mut report = ck.counts.clone();
+        report.kept += open.max(0) as u64;
+        report.duplicates = report
+            .read
+            .saturating_sub(report.kept + report.rejected + report.late + report.out_of_range);
+        ck.offsets.extend(m.positions.iter().map(|(p, o)| (*p, *o)));
+        // A restart needs the open days' listens: from the first offset of any of them.
+        let mut replay_from = ck.offsets.clone();
+        for (&(day, p), &o) in &m.first_off {
+            if new_final.is_none_or(|f| day > f) {
+                let e = replay_from.entry(p).or_insert(o);
+                *e = (*e).min(o);
+            }
+        }
+        ck.replay_from = replay_from;
+        ck.final_through = new_final;
+        let range = match (ck.first_day.zip(ck.last_day), m.seen) {
+            (Some((a, b)), Some((x, y))) => Some((a.min(x), b.max(y))),
+            (k, s) => k.or(s),
+        };
+        ck.first_day = range.map(|r| r.0);
+        ck.last_day = range.map(|r| r.1);
+        ck.commits += 1;
+        ck.committed_at = chrono::Utc::now().to_rfc3339();
+        write_checkpoint(&c.cfg.output, ck)?;
+        if new_final != old_final {
+            crash_point("checkpointed");
+        }
+        Ok((new_final, report))
+    }
+
+    /// Consumer-group offsets (for lag dashboards only: the checkpoint is the
+    /// truth) and metrics, once a checkpoint is written.
+    fn after_checkpoint(&mut self, c: &Ctx, ck: &Checkpoint, g: &Merged, published: usize, started: Instant) {
+        let m = &c.metrics;
+        for s in &g.states {
+            // From the reader's last fetch: no broker call (commits go on during an outage).
+            let lag = if s.caught_up {
+                Some(0)
+            } else {
+                s.high.map(|high| (high - s.position).max(0))
+            };
+            if let Some(l) = lag {
+                m.lag.with_label_values(&[&s.partition.to_string()]).set(l);
+            }
+        }
+        if let Some(consumer) = &self.offsets {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for (p, o) in &ck.offsets {
+                let _ = tpl.add_partition_offset(&c.cfg.kafka.topic, *p, rdkafka::Offset::Offset(*o));
+            }
+            // Serve the queued events (commit results, logs) now, not at shutdown.
+            let _ = consumer.poll(Duration::ZERO);
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!("committing consumer-group offsets: {e}");
+                m.kafka_errors.with_label_values(&["offset_commit"]).inc();
+            }
+        }
+        let n = &ck.counts;
+        for (class, v) in [
+            ("read", n.read),
+            ("kept", n.kept),
+            ("duplicates", n.duplicates),
+            ("rejected", n.rejected),
+            ("late", n.late),
+        ] {
+            m.events.with_label_values(&[class]).set(v as i64);
+        }
+        let last_final = ck.final_through.unwrap_or(i32::MIN);
+        m.open_days
+            .set(g.kept_days.iter().filter(|(d, n)| **d > last_final && **n > 0).count() as i64);
+        for (name, n) in &g.sizes {
+            m.arrangement_records.with_label_values(&[name]).set(*n);
+        }
+        if let Some(w) = ck.watermark_ms {
+            m.watermark.set(w as f64 / 1000.0);
+        }
+        if let Some(d) = ck.final_through {
+            m.final_through.set((d as i64 + 1) as f64 * 86_400.0);
+        }
+        if g.kafka_errors > self.kafka_errors_reported {
+            m.kafka_errors
+                .with_label_values(&["consumer"])
+                .inc_by(g.kafka_errors - self.kafka_errors_reported);
+        }
+        self.kafka_errors_reported = self.kafka_errors_reported.max(g.kafka_errors);
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        for (sec, n) in &g.arrivals {
+            let f = (now - *sec as f64 - 0.5).max(0.0);
+            for _ in 0..*n {
+                m.freshness.observe(f);
+            }
+        }
+        m.rss.set((crate::report::rss_mb() << 20) as i64);
+        m.commits.inc();
+        m.partitions_published.inc_by(published as u64);
+        m.last_commit_timestamp.set(now);
+        m.last_commit_duration.set(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Makes the staged partitions visible (a partition staged without rows is
+/// removed); `rejected_events` partitions of final days keep `_SUCCESS`.
+fn publish_staged(c: &Ctx, staged: &[Staged], old_final: Option<i32>) -> Result<()> {
+    for (i, s) in staged.iter().enumerate() {
+        if s.rows == 0 {
+            publish::remove(&c.cfg.output, s.table, s.day)?;
+        } else {
+            let success = s.table == Table::RejectedEvents && old_final.is_some_and(|f| s.day <= f);
+            publish::publish(&c.cfg.output, s, success)?;
+        }
+        if i == 0 && staged.len() > 1 {
+            crash_point("published-one");
+        }
+    }
+    if !staged.is_empty() {
+        crash_point("published");
+    }
+    Ok(())
+}
+
+/// The run report of one commit: counts since the output's first start, the
+/// accounting identity, and the partitions this commit replaced.
+fn write_commit_report(c: &Ctx, ck: &Checkpoint, staged: &[Staged], t: Instant) -> Result<()> {
+    let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
+    for s in staged {
+        let w = tables.entry(s.table.name().to_string()).or_default();
+        w.partitions_written += 1;
+        w.rows += s.rows as u64;
+        w.bytes += s.bytes;
+        w.days.push(crate::dates::day_to_string(s.day));
+    }
+    let report = RunReport {
+        run_id: format!("{}-commit-{:06}", c.started.format("%Y%m%dT%H%M%S%.3fZ"), ck.commits),
+        mode: "continuous".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: c.started.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        elapsed_s: t.elapsed().as_secs_f64(),
+        workers: c.cfg.workers * c.cfg.topology.processes(),
+        range: None,
+        inputs: ck
+            .offsets
+            .iter()
+            .map(|(p, o)| InputRange::Kafka {
+                topic: ck.topic.clone(),
+                partition: *p,
+                start_offset: ck.replay_from.get(p).copied().unwrap_or(0),
+                end_offset: *o,
+            })
+            .collect(),
+        counts: ck.counts.clone(),
+        tables,
+        missing_window_days: vec![],
+    };
+    crate::batch::write_report(&c.cfg.output, &report)?;
+    Ok(())
+}

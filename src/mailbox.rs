@@ -1,0 +1,149 @@
+//! Coordination in the dataflow: small channels between workers whose
+//! completion is told by timely's frontiers, never by shared memory, so the
+//! workers may live in several processes.
+//!
+//! A [`Mailbox`] is a dataflow of its own. A worker sends records at a time
+//! (a phase of a batch run, a commit boundary), then closes that time; the
+//! records reach every worker ([`Mailbox::broadcast`]) or one chosen worker
+//! each ([`Mailbox::routed`]), and a destination has all of them once its
+//! input frontier has passed the time, whichever process sent them. Built
+//! in the same order on every worker, like every dataflow.
+
+use crate::dataflow::Time;
+use crate::error::Abort;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+use timely::communication::Pull;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::{InputHandleCore, Operator};
+use timely::dataflow::operators::vec::input::Handle as InputHandle;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::Input;
+use timely::progress::frontier::{Antichain, MutableAntichain};
+use timely::worker::Worker;
+use timely::ExchangeData;
+
+/// What a mailbox receives, by time, and its input frontier.
+type Got<T> = Rc<RefCell<BTreeMap<Time, Vec<T>>>>;
+type Front = Rc<RefCell<Antichain<Time>>>;
+/// Which worker a record goes to (`None`: every worker).
+type Route<T> = Option<Box<dyn Fn(&T) -> u64>>;
+/// The input of a mailbox's sink operator.
+type SinkInput<'a, 'b, T, P> = (&'a mut InputHandleCore<Time, Vec<T>, P>, &'b MutableAntichain<Time>);
+
+pub struct Mailbox<T: ExchangeData + Clone> {
+    input: InputHandle<Time, T>,
+    got: Rc<RefCell<BTreeMap<Time, Vec<T>>>>,
+    frontier: Rc<RefCell<Antichain<Time>>>,
+}
+
+impl<T: ExchangeData + Clone> Mailbox<T> {
+    /// Every record reaches every worker (an all-gather).
+    pub fn broadcast(worker: &mut Worker) -> Mailbox<T> {
+        Mailbox::build(worker, None)
+    }
+
+    /// Each record reaches worker `route(record) % peers`.
+    pub fn routed(worker: &mut Worker, route: impl Fn(&T) -> u64 + 'static) -> Mailbox<T> {
+        Mailbox::build(worker, Some(Box::new(route)))
+    }
+
+    fn build(worker: &mut Worker, route: Route<T>) -> Mailbox<T> {
+        let got: Got<T> = Rc::default();
+        let frontier: Front = Rc::new(RefCell::new(Antichain::from_elem(0)));
+        let mut input = InputHandle::new();
+        worker.dataflow::<Time, _, _>(|scope| {
+            let stream = scope.input_from(&mut input);
+            match route {
+                None => stream
+                    .broadcast()
+                    .sink(Pipeline, "Mailbox", collector(got.clone(), frontier.clone())),
+                Some(r) => stream.sink(
+                    Exchange::new(move |x: &T| r(x)),
+                    "Mailbox",
+                    collector(got.clone(), frontier.clone()),
+                ),
+            }
+        });
+        Mailbox { input, got, frontier }
+    }
+
+    /// Sends `x` at time `t` (at or after the last time sent or closed).
+    pub fn send(&mut self, t: Time, x: T) {
+        self.input.advance_to(t);
+        self.input.send(x);
+    }
+
+    /// No more records at `t` or before from this worker.
+    pub fn close(&mut self, t: Time) {
+        self.input.advance_to(t + 1);
+        self.input.flush();
+    }
+
+    /// Pushes what was sent so far on to the workers (without closing a time).
+    pub fn flush(&mut self) {
+        self.input.flush();
+    }
+
+    /// Whether anything arrived (a mailbox used for signals: times do not matter).
+    pub fn any(&self) -> bool {
+        !self.got.borrow().is_empty()
+    }
+
+    /// Whether every worker's records of time `t` have arrived.
+    pub fn complete(&self, t: Time) -> bool {
+        !self.frontier.borrow().less_equal(&t)
+    }
+
+    /// The records of time `t` that arrived here (all of them once `complete(t)`).
+    pub fn take(&self, t: Time) -> Vec<T> {
+        self.got.borrow_mut().remove(&t).unwrap_or_default()
+    }
+
+    /// Sends `items` at `t`, closes `t`, and steps `worker` until every
+    /// worker's records of `t` are here (or the run is aborted).
+    pub fn exchange(
+        &mut self,
+        worker: &mut Worker,
+        abort: &Abort,
+        t: Time,
+        items: impl IntoIterator<Item = T>,
+    ) -> anyhow::Result<Vec<T>> {
+        self.input.advance_to(t);
+        for x in items {
+            self.input.send(x);
+        }
+        self.close(t);
+        wait(worker, abort, || self.complete(t))?;
+        Ok(self.take(t))
+    }
+}
+
+/// The sink of a mailbox: moves what arrives into `got` and records the
+/// input frontier once the input is drained.
+fn collector<T: Clone + 'static, P: Pull<Message<Time, Vec<T>>>>(
+    got: Got<T>,
+    frontier: Front,
+) -> impl for<'a, 'b> FnMut(SinkInput<'a, 'b, T, P>) {
+    move |(handle, front)| {
+        handle.for_each(|cap, data| {
+            if let Some(t) = cap.least() {
+                got.borrow_mut().entry(*t).or_default().append(data);
+            }
+        });
+        *frontier.borrow_mut() = front.frontier().to_owned();
+    }
+}
+
+/// Steps `worker` until `done()` (or the run is aborted), parking briefly
+/// when there is nothing to do.
+pub fn wait(worker: &mut Worker, abort: &Abort, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    while !done() {
+        abort.check()?;
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
+    Ok(())
+}
