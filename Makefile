@@ -67,14 +67,17 @@ lint:
 demo: release
 	$(SKIPFLOW) demo
 
-# Batch benchmark: ~3.5M events (20,000 users, 7 days) generated once, then
-# `skipflow batch` timed with $(WORKERS) workers (events/s and peak RSS).
+# Batch benchmark: ~3.5M events (20,000 users, 7 days) generated once, then,
+# one after the other on that file: `skipflow batch` with $(WORKERS) workers,
+# the DuckDB peer job (benches/duckdb_job.py, same tables and threads), and
+# skipflow on 2 and 3 processes x 1 worker (events/s, peak RSS per process,
+# ratios to the peer).
 $(BENCH_DIR)/events.ndjson: | release
 	mkdir -p $(BENCH_DIR)
 	$(SKIPFLOW) generate --users 20000 --days 7 --seed 7 --output $@
 
-bench: release $(BENCH_DIR)/events.ndjson
-	SKIPFLOW=$(SKIPFLOW) ./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
+bench: release pyenv $(BENCH_DIR)/events.ndjson
+	SKIPFLOW=$(SKIPFLOW) SKIPFLOW_PYTHON=$(PYTHON) ./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
 
 # Continuous benchmark (benches/continuous.rs): tansu's memory engine, a
 # 3.4M-event backlog caught up, then $(RATE) events/s for $(LIVE_SECS) s with

@@ -5,7 +5,8 @@
 //! - [`Abort`]: the first failure of any worker of a run. Every loop that
 //!   waits on other workers checks it, and a panic anywhere in a worker
 //!   thread sets it (see [`install_panic_hook`]), so one failing worker ends
-//!   the whole run promptly instead of leaving the others waiting.
+//!   the whole run promptly instead of leaving the others waiting; in a
+//!   cluster, a panic ends the process at once ([`exit_on_panic`]).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -155,45 +156,6 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// A barrier for the workers of one process that gives up when the run is
-/// aborted: a worker that failed or panicked never leaves the others waiting.
-pub struct Barrier {
-    n: usize,
-    state: Mutex<(usize, u64)>,
-    cv: std::sync::Condvar,
-}
-
-impl Barrier {
-    pub fn new(n: usize) -> Barrier {
-        Barrier {
-            n,
-            state: Mutex::new((0, 0)),
-            cv: std::sync::Condvar::new(),
-        }
-    }
-
-    /// Waits for all `n` workers, or returns `Err` once `abort` is set.
-    pub fn wait(&self, abort: &Abort) -> Result<(), Aborted> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let generation = s.1;
-        s.0 += 1;
-        if s.0 == self.n {
-            *s = (0, generation + 1);
-            self.cv.notify_all();
-            return Ok(());
-        }
-        while s.1 == generation {
-            abort.check()?;
-            s = self
-                .cv
-                .wait_timeout(s, std::time::Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        Ok(())
-    }
-}
-
 /// Fault injection for tests of failure handling:
 /// `SKIPFLOW_FAULT=<point>:<error|panic|hang>` makes the last worker of a
 /// run fail (or stop answering, to be killed) at `<point>` (`reader`:
@@ -224,31 +186,6 @@ pub fn inject(point: &str, worker: usize, peers: usize) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_barrier_gives_up_when_the_run_is_aborted() {
-        let abort = Abort::new();
-        let b = Arc::new(Barrier::new(2));
-        let (a2, b2) = (abort.clone(), b.clone());
-        let waiter = std::thread::spawn(move || b2.wait(&a2));
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        abort.fail("worker 1 failed");
-        let r = waiter.join().unwrap();
-        assert_eq!(r.unwrap_err().0, "worker 1 failed");
-    }
-
-    #[test]
-    fn a_barrier_releases_every_generation() {
-        let abort = Abort::new();
-        let b = Arc::new(Barrier::new(3));
-        let hs: Vec<_> = (0..3)
-            .map(|_| {
-                let (a, b) = (abort.clone(), b.clone());
-                std::thread::spawn(move || (0..50).all(|_| b.wait(&a).is_ok()))
-            })
-            .collect();
-        assert!(hs.into_iter().all(|h| h.join().unwrap()));
-    }
 
     #[test]
     fn a_worker_panic_fails_its_run_only() {

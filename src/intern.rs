@@ -354,22 +354,6 @@ impl EventIds {
     }
 }
 
-/// A worker's cache of per-day event-id tables (avoids the shared lock per event).
-#[derive(Default)]
-pub struct EventIdCache {
-    days: HashMap<i32, EventIds>,
-}
-
-impl EventIdCache {
-    pub fn get(&mut self, interner: &Interner, day: i32) -> &EventIds {
-        self.days.entry(day).or_insert_with(|| interner.event_day(day))
-    }
-    /// Drops cached tables of days the interner released.
-    pub fn clear(&mut self) {
-        self.days.clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

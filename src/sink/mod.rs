@@ -151,37 +151,6 @@ pub fn collect_before(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool
     b
 }
 
-/// Where workers hand each other their shares of partitions (in process).
-pub type Exchange = std::sync::Mutex<HashMap<(Table, i32), Vec<PartRows>>>;
-
-/// Adds this worker's shares to the exchange.
-pub fn hand_over(ex: &Exchange, buckets: Buckets) {
-    let mut parts = ex.lock().expect("partition exchange");
-    for (k, rows) in buckets {
-        parts.entry(k).or_default().push(rows);
-    }
-}
-
-/// Takes the largest partition left in the exchange (all workers' shares
-/// merged into one), or `None` when every partition has been taken. Workers
-/// call this until it runs dry: each partition is written by exactly one
-/// worker, and the largest go first, so one worker never ends up with the
-/// two biggest tables of a day while the other waits.
-pub fn take_next(ex: &Exchange) -> Option<((Table, i32), PartRows)> {
-    let mut parts = ex.lock().expect("partition exchange");
-    let key = parts
-        .iter()
-        .max_by_key(|(k, shares)| (shares.iter().map(PartRows::len).sum::<usize>(), std::cmp::Reverse(**k)))
-        .map(|(k, _)| *k)?;
-    let mut shares = parts.remove(&key).unwrap_or_default().into_iter();
-    drop(parts);
-    let mut rows = shares.next().expect("hand_over adds a partition with its first share");
-    for s in shares {
-        rows.append(s);
-    }
-    Some((key, rows))
-}
-
 /// Writes one partition's rows into `staging/<table>/dt=<day>/part-00000.parquet`.
 pub fn stage_partition(staging: &Path, day: i32, rows: PartRows, int: &Interner) -> Result<Staged> {
     let table = rows.table();
