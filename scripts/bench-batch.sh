@@ -27,7 +27,8 @@ run() {
 
 # cluster N: skipflow batch on N processes x 1 worker; wall seconds and each process's peak RSS.
 cluster() {
-  local n=$1 hosts="$tmp/hosts" out="$tmp/out-cluster-$n" pids=() rss=()
+  local n=$1
+  local hosts="$tmp/hosts" out="$tmp/out-cluster-$1" pids=() rss=()
   : > "$hosts"
   for i in $(seq 0 $((n - 1))); do echo "127.0.0.1:$((24000 + RANDOM % 20000))" >> "$hosts"; done
   local t0; t0=$(date +%s.%N)

@@ -349,32 +349,37 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     mailbox::wait(worker, &c.abort, || probe.done())?;
     log_phase(index, t0, "profile computed");
 
-    // This worker's share of every partition of the run.
+    // This worker's share of every partition of the run, one table at a
+    // time (memory holds one table's shares, not all of them): first the
+    // sizes, from which every worker computes the same owners.
     let in_range = |t: Table, d: i32| match t {
         Table::RejectedEvents => true,
         _ => range.is_some_and(|(f, to)| d >= f && d <= to),
     };
-    let buckets = sink::collect(&mut h.traces, &in_range);
-    drop(h.traces);
-    let sizes = buckets.iter().map(|(k, r)| (*k, r.len() as u64)).collect();
+    let sizes = sink::sizes(&mut h.traces, &in_range).into_iter().collect();
     let shares = mail.shares.exchange(worker, &c.abort, 1, [Shares { sizes, missing }])?;
     let owners = owners(&shares, peers);
-    let sent = buckets.into_iter().map(|(k, rows)| (owners[&k] as u64, k, rows));
-    let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
-    for (_, k, rows) in mail.rows.exchange(worker, &c.abort, 2, sent)? {
-        match parts.get_mut(&k) {
-            Some(p) => p.append(rows),
-            None => {
-                parts.insert(k, rows);
+    let read: Vec<ReadRange> = tallies.iter().flat_map(|t| t.read.iter().cloned()).collect();
+    error::inject("staging", index, peers)?;
+    let mut staged = Vec::new();
+    for (i, table) in sink::TRACED.into_iter().enumerate() {
+        let buckets = sink::collect_table(&mut h.traces, table, &in_range, dataflow::Time::MAX);
+        let sent = buckets.into_iter().map(|(k, rows)| (owners[&k] as u64, k, rows));
+        let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
+        for (_, k, rows) in mail.rows.exchange(worker, &c.abort, 2 + i as dataflow::Time, sent)? {
+            match parts.get_mut(&k) {
+                Some(p) => p.append(rows),
+                None => {
+                    parts.insert(k, rows);
+                }
             }
         }
+        staged.extend(stage_owned(c, parts, &sources, &read)?);
     }
-    log_phase(index, t0, "rows collected");
-    error::inject("staging", index, peers)?;
-    let read: Vec<ReadRange> = tallies.iter().flat_map(|t| t.read.iter().cloned()).collect();
-    let staged = stage_owned(c, parts, &sources, &read)?;
+    drop(h.traces);
     log_phase(index, t0, "partitions staged");
-    let staged = mail.staged.exchange(worker, &c.abort, 3, staged)?;
+    let last = 2 + sink::TRACED.len() as dataflow::Time;
+    let staged = mail.staged.exchange(worker, &c.abort, last, staged)?;
     let outcome = match index {
         0 => {
             let missing = shares.iter().flat_map(|s| s.missing.iter().copied()).collect();

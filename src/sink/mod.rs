@@ -14,7 +14,7 @@ use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use timely::progress::frontier::Antichain;
 
@@ -95,60 +95,142 @@ pub fn collect(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> Bu
     collect_before(traces, keep, Time::MAX)
 }
 
+/// The tables read from the sink traces.
+pub const TRACED: [Table; 5] = [
+    Table::UserDaily,
+    Table::UserTrackDaily,
+    Table::UserArtistDaily,
+    Table::UserProfile28d,
+    Table::RejectedEvents,
+];
+
 /// As `collect`, as of the time `before`.
 pub fn collect_before(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool, before: Time) -> Buckets {
     let mut b: Buckets = HashMap::new();
-    scan_before(&mut traces.user_daily, before, |&(d, u), r, n| {
-        if keep(Table::UserDaily, d) {
-            if let PartRows::UserDaily(v) = b
-                .entry((Table::UserDaily, d))
-                .or_insert_with(|| PartRows::UserDaily(vec![]))
-            {
-                push_n(v, &(u, r.clone()), n);
-            }
-        }
-    });
-    scan_before(&mut traces.user_track_daily, before, |&(d, u), r, n| {
-        if keep(Table::UserTrackDaily, d) {
-            if let PartRows::UserTrackDaily(v) = b
-                .entry((Table::UserTrackDaily, d))
-                .or_insert_with(|| PartRows::UserTrackDaily(vec![]))
-            {
-                push_n(v, &(u, r.clone()), n);
-            }
-        }
-    });
-    scan_before(&mut traces.user_artist_daily, before, |&(d, u), r, n| {
-        if keep(Table::UserArtistDaily, d) {
-            if let PartRows::UserArtistDaily(v) = b
-                .entry((Table::UserArtistDaily, d))
-                .or_insert_with(|| PartRows::UserArtistDaily(vec![]))
-            {
-                push_n(v, &(u, r.clone()), n);
-            }
-        }
-    });
-    scan_before(&mut traces.user_profile, before, |&u, (d, r), n| {
-        if keep(Table::UserProfile28d, *d) {
-            if let PartRows::UserProfile(v) = b
-                .entry((Table::UserProfile28d, *d))
-                .or_insert_with(|| PartRows::UserProfile(vec![]))
-            {
-                push_n(v, &(u, r.clone()), n);
-            }
-        }
-    });
-    scan_before(&mut traces.rejected, before, |&d, r, n| {
-        if keep(Table::RejectedEvents, d) {
-            if let PartRows::Rejected(v) = b
-                .entry((Table::RejectedEvents, d))
-                .or_insert_with(|| PartRows::Rejected(vec![]))
-            {
-                push_n(v, r, n);
-            }
-        }
-    });
+    for t in TRACED {
+        b.extend(collect_table(traces, t, keep, before));
+    }
     b
+}
+
+/// Adds `n` copies of a row to its partition's bucket.
+fn add<R: Clone>(
+    b: &mut Buckets,
+    key: (Table, i32),
+    row: &R,
+    n: isize,
+    wrap: fn(Vec<R>) -> PartRows,
+    take: fn(&mut PartRows) -> &mut Vec<R>,
+) {
+    push_n(take(b.entry(key).or_insert_with(|| wrap(vec![]))), row, n);
+}
+
+/// This worker's share of the partitions of one table, as of `before`.
+pub fn collect_table(
+    traces: &mut SinkTraces,
+    table: Table,
+    keep: &dyn Fn(Table, i32) -> bool,
+    before: Time,
+) -> Buckets {
+    let mut b: Buckets = HashMap::new();
+    match table {
+        Table::UserDaily => scan_before(&mut traces.user_daily, before, |&(d, u), r, n| {
+            if keep(table, d) {
+                add(
+                    &mut b,
+                    (table, d),
+                    &(u, r.clone()),
+                    n,
+                    PartRows::UserDaily,
+                    |p| match p {
+                        PartRows::UserDaily(v) => v,
+                        _ => unreachable!("user_daily rows"),
+                    },
+                );
+            }
+        }),
+        Table::UserTrackDaily => scan_before(&mut traces.user_track_daily, before, |&(d, u), r, n| {
+            if keep(table, d) {
+                add(
+                    &mut b,
+                    (table, d),
+                    &(u, r.clone()),
+                    n,
+                    PartRows::UserTrackDaily,
+                    |p| match p {
+                        PartRows::UserTrackDaily(v) => v,
+                        _ => unreachable!("user_track_daily rows"),
+                    },
+                );
+            }
+        }),
+        Table::UserArtistDaily => scan_before(&mut traces.user_artist_daily, before, |&(d, u), r, n| {
+            if keep(table, d) {
+                add(
+                    &mut b,
+                    (table, d),
+                    &(u, r.clone()),
+                    n,
+                    PartRows::UserArtistDaily,
+                    |p| match p {
+                        PartRows::UserArtistDaily(v) => v,
+                        _ => unreachable!("user_artist_daily rows"),
+                    },
+                );
+            }
+        }),
+        Table::UserProfile28d => scan_before(&mut traces.user_profile, before, |&u, (d, r), n| {
+            if keep(table, *d) {
+                add(
+                    &mut b,
+                    (table, *d),
+                    &(u, r.clone()),
+                    n,
+                    PartRows::UserProfile,
+                    |p| match p {
+                        PartRows::UserProfile(v) => v,
+                        _ => unreachable!("user_profile_28d rows"),
+                    },
+                );
+            }
+        }),
+        Table::RejectedEvents => scan_before(&mut traces.rejected, before, |&d, r, n| {
+            if keep(table, d) {
+                add(&mut b, (table, d), r, n, PartRows::Rejected, |p| match p {
+                    PartRows::Rejected(v) => v,
+                    _ => unreachable!("rejected_events rows"),
+                });
+            }
+        }),
+        Table::LateEvents => {}
+    }
+    b
+}
+
+/// Rows per partition of this worker's share (counted, not built).
+pub fn sizes(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> BTreeMap<(Table, i32), u64> {
+    let mut s: BTreeMap<(Table, i32), u64> = BTreeMap::new();
+    let mut count = |t: Table, d: i32, n: isize| {
+        if keep(t, d) {
+            *s.entry((t, d)).or_insert(0) += n.max(0) as u64;
+        }
+    };
+    scan_before(&mut traces.user_daily, Time::MAX, |&(d, _), _, n| {
+        count(Table::UserDaily, d, n)
+    });
+    scan_before(&mut traces.user_track_daily, Time::MAX, |&(d, _), _, n| {
+        count(Table::UserTrackDaily, d, n)
+    });
+    scan_before(&mut traces.user_artist_daily, Time::MAX, |&(d, _), _, n| {
+        count(Table::UserArtistDaily, d, n)
+    });
+    scan_before(&mut traces.user_profile, Time::MAX, |_, (d, _), n| {
+        count(Table::UserProfile28d, *d, n)
+    });
+    scan_before(&mut traces.rejected, Time::MAX, |&d, _, n| {
+        count(Table::RejectedEvents, d, n)
+    });
+    s
 }
 
 /// Writes one partition's rows into `staging/<table>/dt=<day>/part-00000.parquet`.
