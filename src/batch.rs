@@ -358,7 +358,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     };
     let sizes = sink::sizes(&mut h.traces, &in_range).into_iter().collect();
     let shares = mail.shares.exchange(worker, &c.abort, 1, [Shares { sizes, missing }])?;
-    let owners = owners(&shares, peers);
+    let owners = sink::owners(shares.iter().flat_map(|s| s.sizes.iter().copied()), peers);
     let read: Vec<ReadRange> = tallies.iter().flat_map(|t| t.read.iter().cloned()).collect();
     error::inject("staging", index, peers)?;
     let mut staged = Vec::new();
@@ -450,29 +450,6 @@ fn log_phase(worker: usize, t0: Instant, what: &str) {
         rss_mb = crate::report::rss_mb(),
         "{what}"
     );
-}
-
-/// One owner per partition, the same on every worker: partitions largest
-/// first (all workers' shares summed), each to the worker with the fewest
-/// rows so far, so the big tables of a day spread over the workers.
-fn owners(shares: &[Shares], peers: usize) -> BTreeMap<(Table, i32), usize> {
-    let mut size: BTreeMap<(Table, i32), u64> = BTreeMap::new();
-    for s in shares {
-        for (k, n) in &s.sizes {
-            *size.entry(*k).or_insert(0) += n;
-        }
-    }
-    let mut order: Vec<((Table, i32), u64)> = size.into_iter().collect();
-    order.sort_by_key(|(k, n)| (std::cmp::Reverse(*n), *k));
-    let mut load = vec![0u64; peers.max(1)];
-    order
-        .into_iter()
-        .map(|(k, n)| {
-            let w = (0..load.len()).min_by_key(|w| (load[*w], *w)).expect("a worker");
-            load[w] += n.max(1);
-            (k, w)
-        })
-        .collect()
 }
 
 /// Writes the partitions this worker owns to staging; `rejected_events`

@@ -53,13 +53,12 @@ fn with<R>(f: impl FnOnce(&Interner) -> R) -> R {
     })
 }
 
-/// The event-id table of `day` for this thread's interner.
-fn event_ids(day: i32) -> EventIds {
+/// Calls `f` with the event-id table of `day` of this thread's interner
+/// (from the thread's cache: no shared lock, no reference count per event).
+fn with_event_ids<R>(day: i32, f: impl FnOnce(&EventIds) -> R) -> R {
     DAYS.with(|d| {
-        d.borrow_mut()
-            .entry(day)
-            .or_insert_with(|| with(|i| i.event_day(day)))
-            .clone()
+        let mut d = d.borrow_mut();
+        f(d.entry(day).or_insert_with(|| with(|i| i.event_day(day))))
     })
 }
 
@@ -135,13 +134,13 @@ impl EventKey {
     pub fn of(day: i32, s: &str) -> EventKey {
         EventKey {
             day,
-            eid: event_ids(day).intern(s),
+            eid: with_event_ids(day, |ids| ids.intern(s)),
         }
     }
 
     /// The event id's string.
     pub fn resolve(&self) -> String {
-        event_ids(self.day).resolve(self.eid)
+        with_event_ids(self.day, |ids| ids.resolve(self.eid))
     }
 }
 
@@ -151,7 +150,7 @@ impl Hash for EventKey {
             return;
         }
         self.day.hash(h);
-        event_ids(self.day).0.with_bytes(self.eid, |b| b.hash(h));
+        with_event_ids(self.day, |ids| ids.0.with_bytes(self.eid, |b| b.hash(h)));
     }
 }
 

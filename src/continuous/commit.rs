@@ -11,8 +11,9 @@
 //! 4. its decision reaches every worker as data, and each releases its share
 //!    of the newly final days' state (`release.rs`).
 //!
-//! Owners are a function of the partition (table, day), the same on every
-//! worker; a bucketed open day would make it (table, day, bucket).
+//! Owners: every worker tells every other the sizes of its shares, and each
+//! computes the same assignment (largest partitions first, to the least
+//! loaded worker); a bucketed open day would assign (table, day, bucket).
 
 use super::committer::Committer;
 use super::feeder::Feeder;
@@ -74,6 +75,8 @@ pub(super) struct Decision {
 /// The mailboxes of a continuous run, built by every worker in this order.
 pub(super) struct Mail {
     gather: Mailbox<Gather>,
+    /// Row counts of this worker's shares of the changed partitions.
+    sizes: Mailbox<Vec<((Table, i32), u64)>>,
     /// (owner, partition, a share of its rows)
     rows: Mailbox<(u64, (Table, i32), PartRows)>,
     staged: Mailbox<Staged>,
@@ -86,6 +89,7 @@ impl Mail {
     pub fn build(worker: &mut timely::worker::Worker) -> Mail {
         Mail {
             gather: Mailbox::broadcast(worker),
+            sizes: Mailbox::broadcast(worker),
             rows: Mailbox::routed(worker, |r: &(u64, (Table, i32), PartRows)| r.0),
             staged: Mailbox::routed(worker, |_| 0),
             decision: Mailbox::broadcast(worker),
@@ -110,11 +114,6 @@ pub(super) struct WorkerState {
     pub releasing: Vec<(Time, i32, i32)>,
     /// Worker 0: the committer.
     pub committer: Option<Committer>,
-}
-
-/// The owner of a partition: the same on every worker.
-fn owner(t: Table, day: i32, peers: usize) -> u64 {
-    (day as i64 * 7 + t as i64).rem_euclid(peers as i64) as u64
 }
 
 /// Commits boundary `b` (this worker's input is at `time` >= `b`, and its
@@ -147,7 +146,10 @@ pub(super) fn commit(
         true => BTreeMap::new(),
         false => collect(w, &all, b, index),
     };
-    let sent = shares.into_iter().map(|(k, rows)| (owner(k.0, k.1, peers), k, rows));
+    let sizes: Vec<((Table, i32), u64)> = shares.iter().map(|(k, r)| (*k, r.len() as u64)).collect();
+    let all_sizes = mail.sizes.exchange(worker, &c.abort, b, [sizes])?;
+    let owners = sink::owners(all_sizes.into_iter().flatten(), peers);
+    let sent = shares.into_iter().map(|(k, rows)| (owners[&k] as u64, k, rows));
     let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
     for (_, k, rows) in mail.rows.exchange(worker, &c.abort, b, sent)? {
         match parts.get_mut(&k) {

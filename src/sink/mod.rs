@@ -207,6 +207,28 @@ pub fn collect_table(
     b
 }
 
+/// One owner per partition, the same on every worker given the same shares:
+/// partitions largest first (every worker's share sizes summed), each to
+/// the worker with the fewest rows so far, so the big tables of a day
+/// spread over the workers.
+pub fn owners(sizes: impl Iterator<Item = ((Table, i32), u64)>, peers: usize) -> BTreeMap<(Table, i32), usize> {
+    let mut size: BTreeMap<(Table, i32), u64> = BTreeMap::new();
+    for (k, n) in sizes {
+        *size.entry(k).or_insert(0) += n;
+    }
+    let mut order: Vec<((Table, i32), u64)> = size.into_iter().collect();
+    order.sort_by_key(|(k, n)| (std::cmp::Reverse(*n), *k));
+    let mut load = vec![0u64; peers.max(1)];
+    order
+        .into_iter()
+        .map(|(k, n)| {
+            let w = (0..load.len()).min_by_key(|w| (load[*w], *w)).expect("a worker");
+            load[w] += n.max(1);
+            (k, w)
+        })
+        .collect()
+}
+
 /// Rows per partition of this worker's share (counted, not built).
 pub fn sizes(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> BTreeMap<(Table, i32), u64> {
     let mut s: BTreeMap<(Table, i32), u64> = BTreeMap::new();
