@@ -20,7 +20,7 @@ use crate::dataflow::{self, Listen, RejectRow};
 use crate::dates;
 use crate::decode;
 use crate::error::{self, Abort};
-use crate::intern::{self, Interner, Name};
+use crate::intern::{Interner, Name};
 use crate::mailbox::{self, Mailbox};
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
@@ -219,23 +219,15 @@ pub fn run_process(cfg: &BatchConfig) -> Result<Option<BatchOutcome>> {
     let bar = cfg
         .progress
         .then(|| progress_thread(total, ctx.bytes.clone(), done.clone()));
-    error::install_panic_hook();
-    if matches!(cfg.topology, Topology::Cluster { .. }) {
-        error::exit_on_panic("no partition was published");
-    }
     let c = ctx.clone();
-    let guards = crate::cluster::execute(&cfg.topology, workers, move |worker| {
-        intern::enter(&c.interner);
-        c.abort.enter(worker.index());
-        let r = batch_worker(worker, &c);
-        if let Err(e) = &r {
-            // The others stop waiting for this one (mailboxes and progress give up).
-            c.abort.fail(format!("{e:#}"));
-            dataflow::abandon(worker);
-        }
-        r.map_err(|e| format!("{e:#}"))
-    })?;
-    let result = crate::cluster::join(guards, &ctx.abort, &cfg.topology);
+    let result = crate::cluster::run_workers(
+        &cfg.topology,
+        workers,
+        &ctx.interner,
+        &ctx.abort,
+        "no partition was published",
+        move |worker| batch_worker(worker, &c),
+    )?;
     done.store(true, Ordering::Relaxed);
     if let Some(h) = bar {
         let _ = h.join();

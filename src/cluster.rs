@@ -177,12 +177,49 @@ where
     Ok(guards)
 }
 
+/// Runs `f` on every worker of this process, each with the run's interner
+/// and failure state: a worker's error or panic fails the run (the others
+/// stop waiting), and its dataflows are dropped. In a cluster, a panic ends
+/// the process with `skipflow: error: ...; {epilogue}`. Returns what every
+/// worker returned, or `None` when the run failed (the first failure is in
+/// `abort`).
+pub fn run_workers<T, F>(
+    topology: &Topology,
+    workers: usize,
+    interner: &std::sync::Arc<crate::intern::Interner>,
+    abort: &std::sync::Arc<crate::error::Abort>,
+    epilogue: &str,
+    f: F,
+) -> Result<Option<Vec<T>>>
+where
+    T: Send + 'static,
+    F: Fn(&mut timely::worker::Worker) -> Result<T> + Send + Sync + 'static,
+{
+    crate::error::install_panic_hook();
+    if matches!(topology, Topology::Cluster { .. }) {
+        crate::error::exit_on_panic(epilogue);
+    }
+    let (i, a) = (interner.clone(), abort.clone());
+    let guards = execute(topology, workers, move |worker| {
+        crate::intern::enter(&i);
+        a.enter(worker.index());
+        let r = f(worker);
+        if let Err(e) = &r {
+            // The others stop waiting for this one (mailboxes and progress give up).
+            a.fail(format!("{e:#}"));
+            crate::dataflow::abandon(worker);
+        }
+        r.map_err(|e| format!("{e:#}"))
+    })?;
+    Ok(join(guards, abort, topology))
+}
+
 /// Waits for this process's workers. In a cluster, a failed run does not
 /// wait for timely's network threads (they wait on peers that are waiting on
 /// us): the failure is returned at once and the threads are left to the
 /// process's exit, which closes the connections and ends the peers too.
 /// `None`: the run failed (the first failure is in `abort`).
-pub fn join<T: Send + 'static>(
+fn join<T: Send + 'static>(
     guards: timely::communication::WorkerGuards<std::result::Result<T, String>>,
     abort: &crate::error::Abort,
     topology: &Topology,

@@ -350,37 +350,34 @@ fn a_failing_or_panicking_worker_ends_batch_and_run_with_nothing_published() {
     let recs = records(40, 3, 12);
     produce_to(k.bootstrap(), TOPIC, &recs, &[]);
     let dir = tempfile::tempdir().unwrap();
-    for (point, kind, says) in [
-        ("reader", "error", "injected failure at reader"),
-        ("reader", "panic", "worker 1 panicked: injected panic at reader"),
-        ("prior", "error", "injected failure at prior"),
-        ("staging", "panic", "worker 1 panicked: injected panic at staging"),
-    ] {
+    let cases = [
+        ("batch", "reader", "error", "injected failure at reader"),
+        (
+            "batch",
+            "reader",
+            "panic",
+            "worker 1 panicked: injected panic at reader",
+        ),
+        ("batch", "prior", "error", "injected failure at prior"),
+        (
+            "batch",
+            "staging",
+            "panic",
+            "worker 1 panicked: injected panic at staging",
+        ),
+        ("run", "reader", "error", "injected failure at reader"),
+        ("run", "reader", "panic", "worker 1 panicked: injected panic at reader"),
+    ];
+    for (mode, point, kind, says) in cases {
         let fault = format!("{point}:{kind}");
-        let out = dir.path().join(format!("batch-{point}-{kind}"));
+        let out = dir.path().join(format!("{mode}-{point}-{kind}"));
         let o = out.to_str().unwrap();
-        fails_with(
-            &batch_args(k.bootstrap(), TOPIC, o),
-            dir.path(),
-            &[("SKIPFLOW_FAULT", &fault)],
-            &[says],
-        );
-        assert!(proc::nothing_published(&out), "batch {fault}");
-    }
-    for (point, kind, says) in [
-        ("reader", "error", "injected failure at reader"),
-        ("reader", "panic", "worker 1 panicked: injected panic at reader"),
-    ] {
-        let fault = format!("{point}:{kind}");
-        let out = dir.path().join(format!("run-{point}-{kind}"));
-        let o = out.to_str().unwrap();
-        fails_with(
-            &run_args(k.bootstrap(), TOPIC, o),
-            dir.path(),
-            &[("SKIPFLOW_FAULT", &fault)],
-            &[says],
-        );
-        assert!(proc::nothing_published(&out), "run {fault}");
+        let args = match mode {
+            "batch" => batch_args(k.bootstrap(), TOPIC, o),
+            _ => run_args(k.bootstrap(), TOPIC, o),
+        };
+        fails_with(&args, dir.path(), &[("SKIPFLOW_FAULT", &fault)], &[says]);
+        assert!(proc::nothing_published(&out), "{mode} {fault}");
     }
     // Reading the final days back on a restart, and staging a commit.
     let out = dir.path().join("run-restart");

@@ -50,7 +50,7 @@ pub use checkpoint::{final_day, read_checkpoint, watermark, Checkpoint};
 use crate::cluster::Topology;
 use crate::dataflow::{self, Time};
 use crate::error::{self, Abort};
-use crate::intern::{self, Interner, Name};
+use crate::intern::{Interner, Name};
 use crate::mailbox;
 use crate::sink::publish;
 use crate::source::kafka::{Discovery, KafkaInput, KafkaReader};
@@ -164,25 +164,15 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     });
     let done = Arc::new(AtomicBool::new(false));
     let clock = clock_thread(ctx.clone(), done.clone());
-    error::install_panic_hook();
-    if matches!(cfg.topology, Topology::Cluster { .. }) {
-        error::exit_on_panic(
-            "nothing after the last checkpoint was published (a restart of every process resumes from it)",
-        );
-    }
     let c = ctx.clone();
-    let guards = crate::cluster::execute(&cfg.topology, cfg.workers.max(1), move |worker| {
-        intern::enter(&c.interner);
-        c.abort.enter(worker.index());
-        let r = run_worker(worker, &c);
-        if let Err(e) = &r {
-            // The others stop waiting for this one.
-            c.abort.fail(format!("{e:#}"));
-            dataflow::abandon(worker);
-        }
-        r.map_err(|e| format!("{e:#}"))
-    })?;
-    let result = crate::cluster::join(guards, &ctx.abort, &cfg.topology);
+    let result = crate::cluster::run_workers(
+        &cfg.topology,
+        cfg.workers.max(1),
+        &ctx.interner,
+        &ctx.abort,
+        "nothing after the last checkpoint was published (a restart of every process resumes from it)",
+        move |worker| run_worker(worker, &c),
+    )?;
     done.store(true, Ordering::SeqCst);
     let _ = clock.join();
     match result {
