@@ -24,14 +24,15 @@ use crate::intern::{Interner, Name};
 use crate::mailbox::{self, Mailbox};
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
-use crate::sink::{self, publish, PartRows, Staged};
+use crate::sink::{self, PartRows, Staged};
 use crate::source::files::{self, FileReader, Split};
 use crate::source::kafka::{self, KafkaInput, KafkaReader, PartitionRange, ReadRange};
 use crate::source::{Poll, RawRecord};
+use crate::store::{Lock, LockMode, Staging, Store};
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ pub struct BatchConfig {
     pub progress: bool,
     /// This process's place among the run's processes.
     pub topology: Topology,
+    /// The job file's `[storage]` table (object-store settings, `lease`).
+    pub storage: BTreeMap<String, String>,
 }
 
 /// A bounded read of a Kafka topic.
@@ -158,7 +161,9 @@ fn run_id(started: &chrono::DateTime<chrono::Utc>) -> String {
 struct Ctx {
     cfg: BatchConfig,
     plan: Plan,
-    staging: PathBuf,
+    /// The output (a directory or a bucket).
+    store: Store,
+    staging: Staging,
     interner: Arc<Interner>,
     abort: Arc<Abort>,
     /// Bytes read by this process's file readers (the progress bar).
@@ -166,6 +171,8 @@ struct Ctx {
     run_id: String,
     started: chrono::DateTime<chrono::Utc>,
     run_day: i32,
+    /// The output's lock (checked before publishing: a lease can be lost).
+    lock: Lock,
 }
 
 /// Runs a batch in one process, or as the committer's process of a cluster.
@@ -182,13 +189,13 @@ pub fn run(cfg: &BatchConfig) -> Result<BatchOutcome> {
 /// process (process 0), `None` in the others.
 pub fn run_process(cfg: &BatchConfig) -> Result<Option<BatchOutcome>> {
     let started = chrono::Utc::now();
-    std::fs::create_dir_all(&cfg.output)
-        .with_context(|| format!("cannot create output directory {}", cfg.output.display()))?;
-    let _lock = publish::OutputLock::acquire_named(&cfg.output, &cfg.topology.lock_name())?;
+    let store = Store::open(&cfg.output, &cfg.storage)?;
+    let lease = Store::lease_duration(&cfg.storage)?;
+    let lock = store.lock(&cfg.topology.lock_name(), LockMode::Fail, lease)?;
     let id = run_id(&started);
     let own = cfg.topology.staging_name();
-    publish::clean_staging(&cfg.output, &own, cfg.topology.process() == 0)?;
-    let staging = publish::staging_dir(&cfg.output, &own, &id)?;
+    store.clean_staging(&own, cfg.topology.process() == 0)?;
+    let staging = store.staging(&own, &id)?;
     let workers = cfg.workers.max(1);
     let peers = workers * cfg.topology.processes();
     let plan = match &cfg.kafka {
@@ -207,7 +214,9 @@ pub fn run_process(cfg: &BatchConfig) -> Result<Option<BatchOutcome>> {
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         plan,
-        staging: staging.clone(),
+        store: store.clone(),
+        staging,
+        lock,
         interner: Interner::new(),
         abort: Abort::new(),
         bytes: Arc::new(AtomicU64::new(0)),
@@ -232,10 +241,12 @@ pub fn run_process(cfg: &BatchConfig) -> Result<Option<BatchOutcome>> {
     if let Some(h) = bar {
         let _ = h.join();
     }
-    let _ = std::fs::remove_dir_all(&staging);
+    ctx.staging.finish();
     match result {
         Some(outcomes) => Ok(outcomes.into_iter().flatten().next()),
         None => {
+            // Uploads this process started and nobody completed are aborted.
+            let _ = store.clean_staging(&own, false);
             let first = ctx.abort.message().unwrap_or("a worker failed").to_string();
             Err(anyhow!("{first}; no partition was published"))
         }
@@ -251,15 +262,12 @@ fn run_day() -> Result<i32> {
     }
 }
 
-/// Writes the run report as `<output>/_runs/<run_id>.json` (atomically).
-pub fn write_report(out: &Path, report: &RunReport) -> Result<PathBuf> {
-    let dir = out.join("_runs");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}.json", report.run_id));
-    let tmp = dir.join(format!(".{}.json.tmp", report.run_id));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(report)?)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+/// Writes the run report as `<output>/_runs/<run_id>.json` (atomically);
+/// returns where it is.
+pub fn write_report(out: &Store, report: &RunReport) -> Result<PathBuf> {
+    let key = format!("_runs/{}.json", report.run_id);
+    out.write(&key, &serde_json::to_vec_pretty(report)?)?;
+    Ok(PathBuf::from(format!("{}/{key}", out.describe().trim_end_matches('/'))))
 }
 
 /// The run's day range: the given one, or first..last day with kept events.
@@ -324,7 +332,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     if let Some((from, to)) = range {
         error::inject("prior", index, peers)?;
         for day in (from - dataflow::WINDOW_DAYS + 1..from).filter(|d| d.rem_euclid(peers as i32) as usize == index) {
-            let present = sink::read::prior_day(&c.cfg.output, day, &c.interner, &mut |u, p| h.prior.update((u, p), 1))
+            let present = sink::read::prior_day(&c.store, day, &c.interner, &mut |u, p| h.prior.update((u, p), 1))
                 .with_context(|| format!("reading the published day {}", dates::day_to_string(day)))?;
             if !present {
                 missing.push(day);
@@ -466,7 +474,7 @@ fn stage_owned(
         c.abort.check()?;
         let rows = match rows {
             PartRows::Rejected(mut all) => {
-                let old = sink::read::rejected_rows(&c.cfg.output, day, &c.interner)?;
+                let old = sink::read::rejected_rows(&c.store, day, &c.interner)?;
                 all.extend(old.into_iter().filter(|r| !reread(r)));
                 all.sort_by_key(|r| (r.source, r.partition, r.offset));
                 all.dedup_by_key(|r| (r.source, r.partition, r.offset));
@@ -498,7 +506,8 @@ fn commit(
     let mut written: HashSet<(Table, i32)> = HashSet::new();
     staged.sort_by_key(|s| (s.table == Table::RejectedEvents, s.table, s.day));
     for s in &staged {
-        publish::publish(&c.cfg.output, s, true)?;
+        c.lock.check()?;
+        c.store.publish(s.table, s.day, &s.file, true)?;
         written.insert((s.table, s.day));
         let t = tables.entry(s.table.name().to_string()).or_default();
         t.partitions_written += 1;
@@ -507,7 +516,7 @@ fn commit(
         t.days.push(dates::day_to_string(s.day));
     }
     let mut removed = |table: Table, day: i32| -> Result<()> {
-        if publish::remove(&c.cfg.output, table, day)? {
+        if c.store.remove(table, day)? {
             tables.entry(table.name().to_string()).or_default().partitions_removed += 1;
         }
         Ok(())
@@ -519,7 +528,7 @@ fn commit(
             Table::UserArtistDaily,
             Table::UserProfile28d,
         ] {
-            for day in publish::published_days(&c.cfg.output, table)? {
+            for day in c.store.published_days(table)? {
                 if day >= from && day <= to && !written.contains(&(table, day)) {
                     removed(table, day)?;
                 }
@@ -555,7 +564,7 @@ fn commit(
         tables,
         missing_window_days: missing.into_iter().map(dates::day_to_string).collect(),
     };
-    let report_path = write_report(&c.cfg.output, &report)?;
+    let report_path = write_report(&c.store, &report)?;
     Ok(BatchOutcome { report, report_path })
 }
 
@@ -595,11 +604,11 @@ fn restage_file_rejects(c: &Ctx, staged: &mut Vec<Staged>, sources: &[Name]) -> 
         .collect();
     let sources: HashSet<Name> = sources.iter().copied().collect();
     let mut emptied = Vec::new();
-    for day in publish::published_days(&c.cfg.output, Table::RejectedEvents)? {
+    for day in c.store.published_days(Table::RejectedEvents)? {
         if days.contains(&day) {
             continue;
         }
-        let old = sink::read::rejected_rows(&c.cfg.output, day, &c.interner)?;
+        let old = sink::read::rejected_rows(&c.store, day, &c.interner)?;
         let n = old.len();
         let kept: Vec<RejectRow> = old.into_iter().filter(|r| !sources.contains(&r.source)).collect();
         if kept.len() == n {

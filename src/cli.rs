@@ -61,7 +61,9 @@ A broker that is down or unreachable is waited for, not an error."
 
 #[derive(Args, Debug, Default)]
 pub struct BatchArgs {
-    /// Output directory (created if missing).
+    /// Output: a local directory (created if missing), s3://BUCKET/PREFIX or
+    /// gs://BUCKET/PREFIX (credentials from the cloud's environment
+    /// variables or the job file's [storage] table).
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// NDJSON input files (`.gz` and `.zst` are decompressed by extension).
@@ -100,7 +102,8 @@ pub struct BatchArgs {
 
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
-    /// Output directory (holds the checkpoint; a restart continues from it).
+    /// Output: a local directory, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX
+    /// (holds the checkpoint; a restart continues from it).
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Kafka bootstrap servers, HOST:PORT.
@@ -131,6 +134,10 @@ pub struct RunArgs {
     /// Job file (TOML) with defaults for these flags.
     #[arg(long)]
     pub job: Option<PathBuf>,
+    /// Hot standby: wait while another run holds the output, then take over
+    /// (from the checkpoint) when it stops, dies or loses its lease.
+    #[arg(long)]
+    pub standby: bool,
     /// Cluster mode: timely's arguments after `--`: `-n N` processes, `-p I`
     /// this process (0..N-1), `-h HOSTFILE` (`host:port` a line, process 0
     /// first). Every process runs the same command with the same --workers.
@@ -208,6 +215,8 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
         metrics_addr: a.metrics_addr.clone().or(job.metrics_addr),
         discovery_interval: duration("partition_discovery_interval", job.partition_discovery_interval, "30s")?,
         topology: crate::cluster::Topology::parse(&a.cluster)?,
+        storage: job.storage.clone(),
+        standby: a.standby,
     })
 }
 
@@ -288,6 +297,10 @@ pub struct JobFile {
     /// librdkafka settings passed through to the consumer.
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, String>,
+    /// Object-store settings (object_store's keys: endpoint, region,
+    /// access_key_id, ...) and `lease`, the lock's lease duration.
+    #[serde(default)]
+    pub storage: std::collections::BTreeMap<String, String>,
 }
 
 impl JobFile {
@@ -389,6 +402,7 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
         workers: default_workers(a.workers.or(job.workers))?,
         progress: !a.quiet,
         topology: crate::cluster::Topology::parse(&a.cluster)?,
+        storage: job.storage.clone(),
     })
 }
 

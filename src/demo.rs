@@ -7,7 +7,6 @@ use crate::batch::{self, BatchConfig, KafkaBatch};
 use crate::broker::EmbeddedKafka;
 use crate::generate::GenConfig;
 use crate::schema::Table;
-use crate::sink::read;
 use crate::source::kafka::KafkaInput;
 use anyhow::Result;
 use arrow_array::cast::AsArray;
@@ -53,6 +52,7 @@ pub fn run(out: &Path, workers: usize) -> Result<String> {
         workers,
         progress: false,
         topology: Default::default(),
+        storage: Default::default(),
     })?;
     let r = &outcome.report;
     let mut s = String::new();
@@ -91,9 +91,11 @@ pub fn run(out: &Path, workers: usize) -> Result<String> {
 
 /// The top artists of the busiest user of the fullest profile day, as text.
 fn a_user_with_a_profile(out: &Path) -> Result<Option<String>> {
+    let store = crate::store::Store::local(out);
     let mut fullest: Option<(u64, i32)> = None;
-    for day in crate::sink::publish::published_days(out, Table::UserProfile28d)? {
-        let rows: usize = read::read_partition(out, Table::UserProfile28d, day)?
+    for day in store.published_days(Table::UserProfile28d)? {
+        let rows: usize = store
+            .read_partition(Table::UserProfile28d, day)?
             .iter()
             .map(|b| b.num_rows())
             .sum();
@@ -103,7 +105,7 @@ fn a_user_with_a_profile(out: &Path) -> Result<Option<String>> {
     }
     let Some((_, day)) = fullest else { return Ok(None) };
     let mut best: Option<(i64, String, String)> = None;
-    for b in read::read_partition(out, Table::UserProfile28d, day)? {
+    for b in store.read_partition(Table::UserProfile28d, day)? {
         let users = b.column(0).as_string::<i32>();
         let listens = b.column(3).as_primitive::<arrow_array::types::Int64Type>();
         for i in 0..b.num_rows() {

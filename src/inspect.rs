@@ -2,21 +2,23 @@
 
 use crate::dates;
 use crate::schema::Table;
-use crate::sink::{publish, read};
+use crate::store::Store;
 use anyhow::Result;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Renders the overview (or one partition's rows) as text.
+/// Renders the overview (or one partition's rows) as text. `dir` is a local
+/// directory or an object-store URL.
 pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize) -> Result<String> {
-    if !dir.is_dir() {
+    let url = dir.to_string_lossy().contains("://");
+    if !url && !dir.is_dir() {
         return Err(crate::error::ConfigError(format!("{} is not a directory", dir.display())).into());
     }
+    let store = Store::open(dir, &Default::default())?;
     let tables: Vec<Table> = match table {
         Some(t) => vec![Table::from_name(t).ok_or_else(|| {
             crate::error::ConfigError(format!(
@@ -33,7 +35,7 @@ pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize)
     let mut s = String::new();
     writeln!(s, "{}", dir.display())?;
     for t in tables {
-        let days = publish::published_days(dir, t)?;
+        let days = store.published_days(t)?;
         if days.is_empty() && table.is_none() {
             continue;
         }
@@ -43,22 +45,9 @@ pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize)
             if day.is_some_and(|x| x != *d) {
                 continue;
             }
-            let pdir = dir.join(t.name()).join(crate::sink::partition_dir(*d));
-            let (mut rows, mut bytes) = (0i64, 0u64);
-            for e in std::fs::read_dir(&pdir)? {
-                let p = e?.path();
-                if p.extension().is_some_and(|x| x == "parquet") {
-                    let f = std::fs::File::open(&p)?;
-                    bytes += f.metadata()?.len();
-                    rows += SerializedFileReader::new(f)?.metadata().file_metadata().num_rows();
-                }
-            }
+            let (rows, bytes) = store.partition_summary(t, *d)?;
             total += rows;
-            let ok = if pdir.join("_SUCCESS").exists() {
-                "final"
-            } else {
-                "open"
-            };
+            let ok = if store.is_final(t, *d)? { "final" } else { "open" };
             lines.push(format!(
                 "    dt={}  {:>10} rows  {:>10} bytes  {ok}",
                 dates::day_to_string(*d),
@@ -87,7 +76,7 @@ pub fn inspect(dir: &Path, table: Option<&str>, day: Option<&str>, limit: usize)
         writeln!(s, "  columns: {}", cols.join(", "))?;
         s.push_str(&lines);
         if let Some(d) = day {
-            for b in read::read_partition(dir, t, d)? {
+            for b in store.read_partition(t, d)? {
                 for i in 0..b.num_rows().min(limit) {
                     let vals: Vec<String> = b
                         .schema()

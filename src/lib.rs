@@ -24,6 +24,7 @@ pub mod report;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod store;
 
 /// Exit codes of cli.md.
 pub mod exit {
@@ -35,7 +36,7 @@ pub mod exit {
 
 /// The exit code an error maps to.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<sink::publish::Locked>().is_some() {
+    if e.downcast_ref::<store::Locked>().is_some() {
         exit::LOCKED
     } else if e.downcast_ref::<error::ConfigError>().is_some() {
         exit::USAGE

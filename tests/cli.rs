@@ -3,7 +3,7 @@
 //! (flags win), `--help`, and `generate` + `batch` + `inspect` end to end.
 
 use serde_json::Value;
-use skipflow::sink::publish::OutputLock;
+use skipflow::store::{LockMode, Store};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -367,7 +367,9 @@ fn locked_output_exits_3_and_publishes_nothing() {
     // A fresh directory held by another run.
     let fresh = dir.path().join("fresh");
     {
-        let _lock = OutputLock::acquire(&fresh).expect("take the lock");
+        let _lock = Store::local(&fresh)
+            .lock("lock", LockMode::Fail, skipflow::store::LEASE_DEFAULT)
+            .expect("take the lock");
         let o = skipflow(["batch", "--quiet", "--input", &p(&a), "--output", &p(&fresh)]);
         fails_with(&o, 3, &["locked", "fresh"]);
         assert!(
@@ -390,7 +392,9 @@ fn locked_output_exits_3_and_publishes_nothing() {
     // A directory with earlier output: unchanged while another run holds it.
     let before = snapshot(&fresh);
     {
-        let _lock = OutputLock::acquire(&fresh).expect("take the lock");
+        let _lock = Store::local(&fresh)
+            .lock("lock", LockMode::Fail, skipflow::store::LEASE_DEFAULT)
+            .expect("take the lock");
         let o = skipflow([
             "batch",
             "--quiet",

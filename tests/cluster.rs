@@ -38,6 +38,7 @@ fn one_process(inputs: &[PathBuf], out: &Path, workers: usize, topology: Topolog
         workers,
         progress: false,
         topology,
+        storage: Default::default(),
     })
     .expect("batch run");
 }

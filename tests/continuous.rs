@@ -52,6 +52,8 @@ fn batch_equals_continuous_after_bursts_across_commits() {
         metrics_addr: Some("127.0.0.1:0".into()),
         discovery_interval: Duration::from_secs(30),
         topology: Default::default(),
+        storage: Default::default(),
+        standby: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (c2, s2) = (cfg.clone(), stop.clone());
@@ -184,6 +186,8 @@ fn the_final_commit_on_stop_publishes_everything_it_read() {
         metrics_addr: None,
         discovery_interval: Duration::from_secs(30),
         topology: Default::default(),
+        storage: Default::default(),
+        standby: false,
     };
     // Only the final commit: the interval is far away.
     let stop = Arc::new(AtomicBool::new(false));

@@ -86,6 +86,8 @@ impl Job {
             metrics_addr: Some(metrics.clone()),
             discovery_interval: Duration::from_secs(30),
             topology: Default::default(),
+            storage: Default::default(),
+            standby: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
@@ -395,6 +397,7 @@ fn success_late_events_and_open_day_updates_follow_the_watermark() {
         workers: 2,
         progress: false,
         topology: Default::default(),
+        storage: Default::default(),
     })
     .unwrap();
     let expected = features(output::read_tables(&bout));

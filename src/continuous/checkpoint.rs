@@ -5,12 +5,12 @@ use super::{RunConfig, StartAt};
 use crate::decode;
 use crate::report::Counts;
 use crate::schema::Table;
-use crate::sink::{self, publish};
 use crate::source::kafka::PartitionState;
+use crate::store::Store;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The checkpoint: what the published outputs reflect.
@@ -41,31 +41,27 @@ pub struct Checkpoint {
     pub counts: Counts,
 }
 
-fn checkpoint_path(out: &Path) -> PathBuf {
-    publish::state_dir(out).join("checkpoint.json")
+/// Where the checkpoint lives under the output's root.
+const CHECKPOINT: &str = ".skipflow/checkpoint.json";
+
+/// Reads the checkpoint of a local output directory, if any.
+pub fn read_checkpoint(out: &Path) -> Result<Option<Checkpoint>> {
+    load(&Store::local(out))
 }
 
-/// Reads the checkpoint of an output directory, if any.
-pub fn read_checkpoint(out: &Path) -> Result<Option<Checkpoint>> {
-    let p = checkpoint_path(out);
-    match std::fs::read(&p) {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice(&b).with_context(|| format!("reading {}", p.display()))?,
+/// Reads the checkpoint of an output, if any.
+pub fn load(out: &Store) -> Result<Option<Checkpoint>> {
+    match out.read(CHECKPOINT)? {
+        None => Ok(None),
+        Some(b) => Ok(Some(
+            serde_json::from_slice(&b).with_context(|| format!("reading {}/{CHECKPOINT}", out.describe()))?,
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
 }
 
-pub(super) fn write_checkpoint(out: &Path, c: &Checkpoint) -> Result<()> {
-    let p = checkpoint_path(out);
-    let tmp = p.with_extension("json.tmp");
-    let f = std::fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&f, c)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &p)?;
-    std::fs::File::open(publish::state_dir(out))?.sync_all()?;
-    Ok(())
+/// Replaces the checkpoint (atomically: readers see the old or the new).
+pub(super) fn write_checkpoint(out: &Store, c: &Checkpoint) -> Result<()> {
+    out.write(CHECKPOINT, &serde_json::to_vec_pretty(c)?)
 }
 
 /// The last final day for a watermark: D is final once the watermark is
@@ -178,18 +174,11 @@ const FINAL_TABLES: [Table; 5] = [
 ];
 
 /// Adds `_SUCCESS` to every published partition of days `from..=to` that lacks it.
-pub(super) fn mark_final(out: &Path, from: i32, to: i32) -> Result<usize> {
+pub(super) fn mark_final(out: &Store, from: i32, to: i32) -> Result<usize> {
     let mut n = 0;
     for t in FINAL_TABLES {
-        for d in publish::published_days(out, t)? {
-            if d < from || d > to {
-                continue;
-            }
-            let dir = out.join(t.name()).join(sink::partition_dir(d));
-            let marker = dir.join("_SUCCESS");
-            if !marker.exists() {
-                std::fs::File::create(&marker)?.sync_all()?;
-                std::fs::File::open(&dir)?.sync_all()?;
+        for d in out.published_days(t)? {
+            if d >= from && d <= to && out.mark_success(t, d)? {
                 n += 1;
             }
         }

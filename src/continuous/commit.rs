@@ -138,10 +138,9 @@ pub(super) fn commit(
         .iter()
         .flat_map(|g| &g.positions)
         .any(|(p, at)| c.ck.offsets.get(p).is_some_and(|o| at < o));
-    let staging = crate::sink::publish::state_dir(&c.cfg.output)
-        .join("staging")
-        .join(c.cfg.topology.staging_name())
-        .join(format!("commit-{b}"));
+    let staging = c
+        .store
+        .staging(&c.cfg.topology.staging_name(), &format!("commit-{b}"))?;
     let shares = match replaying {
         true => BTreeMap::new(),
         false => collect(w, &all, b, index),
@@ -174,7 +173,7 @@ pub(super) fn commit(
         .exchange(worker, &c.abort, b, decided)?
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no decision from the committer at boundary {b}"))?;
-    let _ = std::fs::remove_dir_all(&staging);
+    staging.finish();
     if !d.replaying {
         w.pending.clear();
     }
@@ -258,31 +257,25 @@ fn collect(w: &mut WorkerState, all: &[Gather], b: Time, index: usize) -> BTreeM
 
 /// Stages the partitions this worker owns; rejected and late rows merge with
 /// what is published. A partition left without rows is staged as a removal.
-fn stage(c: &Ctx, parts: BTreeMap<(Table, i32), PartRows>, staging: &std::path::Path) -> Result<Vec<Staged>> {
+fn stage(c: &Ctx, parts: BTreeMap<(Table, i32), PartRows>, staging: &crate::store::Staging) -> Result<Vec<Staged>> {
     let mut staged = Vec::new();
     for ((table, day), rows) in parts {
         c.abort.check()?;
         let rows = match rows {
             PartRows::Rejected(mut new) => {
-                new.extend(sink::read::rejected_rows(&c.cfg.output, day, &c.interner)?);
+                new.extend(sink::read::rejected_rows(&c.store, day, &c.interner)?);
                 new.sort_by_key(|r| (r.source, r.partition, r.offset));
                 new.dedup_by_key(|r| (r.source, r.partition, r.offset));
                 PartRows::Rejected(new)
             }
             PartRows::Late(mut new) => {
-                new.extend(sink::read::late_rows(&c.cfg.output, day)?);
+                new.extend(sink::read::late_rows(&c.store, day)?);
                 PartRows::Late(new)
             }
             rows => rows,
         };
         if rows.is_empty() {
-            staged.push(Staged {
-                table,
-                day,
-                dir: std::path::PathBuf::new(),
-                rows: 0,
-                bytes: 0,
-            });
+            staged.push(Staged::removal(table, day));
             continue;
         }
         staged.push(sink::stage_partition(staging, day, rows, &c.interner)?);

@@ -10,7 +10,7 @@ use super::Ctx;
 use crate::dataflow::Time;
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
-use crate::sink::{publish, Staged};
+use crate::sink::Staged;
 use crate::source::kafka::PartitionState;
 use anyhow::Result;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -124,7 +124,7 @@ impl Committer {
         if new_final != old_final {
             let f = new_final.expect("final");
             let from = old_final.map_or(i32::MIN, |o| o + 1);
-            let marked = mark_final(&c.cfg.output, from, f)?;
+            let marked = mark_final(&c.store, from, f)?;
             tracing::info!(
                 through = %crate::dates::day_to_string(f),
                 watermark = ?self.ck.watermark_ms.map(|w| chrono::DateTime::from_timestamp_millis(w).map(|t| t.to_rfc3339())),
@@ -201,7 +201,8 @@ impl Committer {
         ck.last_day = range.map(|r| r.1);
         ck.commits += 1;
         ck.committed_at = chrono::Utc::now().to_rfc3339();
-        write_checkpoint(&c.cfg.output, ck)?;
+        c.lock.check()?;
+        write_checkpoint(&c.store, ck)?;
         if new_final != old_final {
             crash_point("checkpointed");
         }
@@ -282,12 +283,10 @@ impl Committer {
 /// removed); `rejected_events` partitions of final days keep `_SUCCESS`.
 fn publish_staged(c: &Ctx, staged: &[Staged], old_final: Option<i32>) -> Result<()> {
     for (i, s) in staged.iter().enumerate() {
-        if s.rows == 0 {
-            publish::remove(&c.cfg.output, s.table, s.day)?;
-        } else {
-            let success = s.table == Table::RejectedEvents && old_final.is_some_and(|f| s.day <= f);
-            publish::publish(&c.cfg.output, s, success)?;
-        }
+        // A lease lost (a pause, another run took over): publish nothing more.
+        c.lock.check()?;
+        let success = s.table == Table::RejectedEvents && old_final.is_some_and(|f| s.day <= f);
+        c.store.publish(s.table, s.day, &s.file, success)?;
         if i == 0 && staged.len() > 1 {
             crash_point("published-one");
         }
@@ -332,6 +331,6 @@ fn write_commit_report(c: &Ctx, ck: &Checkpoint, staged: &[Staged], t: Instant) 
         tables,
         missing_window_days: vec![],
     };
-    crate::batch::write_report(&c.cfg.output, &report)?;
+    crate::batch::write_report(&c.store, &report)?;
     Ok(())
 }

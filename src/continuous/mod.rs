@@ -52,11 +52,11 @@ use crate::dataflow::{self, Time};
 use crate::error::{self, Abort};
 use crate::intern::{Interner, Name};
 use crate::mailbox;
-use crate::sink::publish;
 use crate::source::kafka::{Discovery, KafkaInput, KafkaReader};
+use crate::store::{Lock, LockMode, Store};
 use anyhow::{anyhow, Context, Result};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +88,11 @@ pub struct RunConfig {
     pub discovery_interval: Duration,
     /// This process's place among the run's processes.
     pub topology: Topology,
+    /// The job file's `[storage]` table (object-store settings, `lease`).
+    pub storage: BTreeMap<String, String>,
+    /// Wait while another run holds the output, and take over when it
+    /// stops, dies or loses its lease (a hot standby).
+    pub standby: bool,
 }
 
 /// What the workers of this process share: settings, the clock, and
@@ -95,6 +100,10 @@ pub struct RunConfig {
 /// through the dataflow.
 struct Ctx {
     cfg: RunConfig,
+    /// The output (a directory or a bucket).
+    store: Store,
+    /// The output's lock (checked before publishing: a lease can be lost).
+    lock: Lock,
     interner: Arc<Interner>,
     abort: Arc<Abort>,
     /// The input epoch this process's clock has reached.
@@ -120,12 +129,15 @@ struct Ctx {
 /// Runs until SIGINT/SIGTERM (or `stop` is set), then commits and returns
 /// the number of commits (0 in processes other than the committer's).
 pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
-    std::fs::create_dir_all(&cfg.output)
-        .with_context(|| format!("cannot create output directory {}", cfg.output.display()))?;
-    let _lock = publish::OutputLock::acquire_named(&cfg.output, &cfg.topology.lock_name())?;
+    let store = Store::open(&cfg.output, &cfg.storage)?;
+    let mode = if cfg.standby { LockMode::Wait } else { LockMode::Fail };
+    let lock = store.lock(&cfg.topology.lock_name(), mode, Store::lease_duration(&cfg.storage)?)?;
+    if cfg.standby {
+        tracing::info!("standby: took over {}", store.describe());
+    }
     let first = cfg.topology.process() == 0;
-    publish::clean_staging(&cfg.output, &cfg.topology.staging_name(), first)?;
-    let ck = read_checkpoint(&cfg.output)?;
+    store.clean_staging(&cfg.topology.staging_name(), first)?;
+    let ck = checkpoint::load(&store)?;
     let replay = checkpoint::starts(cfg, &ck)?;
     let ck = ck.unwrap_or(Checkpoint {
         topic: cfg.kafka.topic.clone(),
@@ -134,7 +146,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     });
     if let (true, Some(f)) = (first, ck.final_through) {
         // A crash may have come between the checkpoint and the markers.
-        checkpoint::mark_final(&cfg.output, i32::MIN, f)?;
+        checkpoint::mark_final(&store, i32::MIN, f)?;
     }
     let metrics = crate::metrics::Metrics::new()?;
     if let (true, Some(addr)) = (first, &cfg.metrics_addr) {
@@ -148,6 +160,8 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         "continuous run starting"
     );
     let ctx = Arc::new(Ctx {
+        store,
+        lock,
         per_commit: (cfg.commit_interval.as_millis() / cfg.epoch.as_millis().max(1)).max(1) as Time,
         discovery: Discovery::start(&cfg.kafka, replay.clone(), cfg.discovery_interval),
         cfg: cfg.clone(),
@@ -207,7 +221,7 @@ fn clock_thread(ctx: Arc<Ctx>, done: Arc<AtomicBool>) -> std::thread::JoinHandle
 /// Window days before the first open day come from the published tables
 /// (this worker's share of them).
 fn load_prior(
-    out: &Path,
+    out: &Store,
     days: std::ops::RangeInclusive<i32>,
     (index, peers): (usize, usize),
     sign: dataflow::Diff,
@@ -251,7 +265,7 @@ fn run_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<()> {
     // Time 0: the final days an open day's window still needs, and the as-of range.
     if let Some(f) = final_through {
         let need = f - dataflow::WINDOW_DAYS + 2..=f;
-        load_prior(&c.cfg.output, need, (index, peers), 1, &c.interner, &mut h)?;
+        load_prior(&c.store, need, (index, peers), 1, &c.interner, &mut h)?;
     }
     if index == 0 {
         if let Some((lo, hi)) = c.ck.first_day.zip(c.ck.last_day) {

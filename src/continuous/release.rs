@@ -32,11 +32,11 @@ pub(super) fn apply(c: &Ctx, w: &mut WorkerState, d: &Decision, time: Time, at: 
     };
     // The window of the first open day (f + 1) reaches back to f - 26.
     let need_from = f - dataflow::WINDOW_DAYS + 2;
-    load_prior(&c.cfg.output, from.max(need_from)..=f, at, 1, &c.interner, h)?;
+    load_prior(&c.store, from.max(need_from)..=f, at, 1, &c.interner, h)?;
     if let Some(o) = old_final {
         // Days that were prior input and left every open window.
         let gone = o - dataflow::WINDOW_DAYS + 2..=o.min(need_from - 1);
-        load_prior(&c.cfg.output, gone, at, -1, &c.interner, h)?;
+        load_prior(&c.store, gone, at, -1, &c.interner, h)?;
     }
     if at.0 == 0 {
         // As-of days up to the last final day are no longer produced.

@@ -1,42 +1,46 @@
-//! The Parquet sink: reads partitions out of the sink arrangements, writes each
-//! as one Parquet file into a staging area, and publishes staged partitions
-//! atomically (see `publish`).
+//! The Parquet sink: reads partitions out of the sink arrangements, writes
+//! each as one Parquet file into a staging area of the output's store
+//! (`crate::store`), which publishes staged partitions atomically.
 
 pub mod parquet;
-pub mod publish;
 pub mod read;
 
 use crate::dataflow::{Diff, SinkTraces, Time};
 use crate::intern::Interner;
 use crate::schema::Table;
+use crate::store::{StagedFile, Staging};
 use anyhow::Result;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use timely::progress::frontier::Antichain;
 
 pub use self::parquet::PartRows;
-
-/// Hive partition directory name of a day.
-pub fn partition_dir(day: i32) -> String {
-    format!("dt={}", crate::dates::day_to_string(day))
-}
-
-/// The single data file of a partition.
-pub const PART_FILE: &str = "part-00000.parquet";
 
 /// A partition written to staging, ready to publish.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Staged {
     pub table: Table,
     pub day: i32,
-    /// The staged partition directory (holds `PART_FILE`).
-    pub dir: PathBuf,
+    /// The staged file (`StagedFile::Removal`: no rows left, remove the partition).
+    pub file: StagedFile,
     pub rows: usize,
     pub bytes: u64,
+}
+
+impl Staged {
+    /// A partition left without rows: publishing it removes it.
+    pub fn removal(table: Table, day: i32) -> Staged {
+        Staged {
+            table,
+            day,
+            file: StagedFile::Removal,
+            rows: 0,
+            bytes: 0,
+        }
+    }
 }
 
 /// Calls `f(key, val, count)` for every row of `trace` with a non-zero count
@@ -256,15 +260,13 @@ pub fn sizes(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> BTre
 }
 
 /// Writes one partition's rows into `staging/<table>/dt=<day>/part-00000.parquet`.
-pub fn stage_partition(staging: &Path, day: i32, rows: PartRows, int: &Interner) -> Result<Staged> {
+pub fn stage_partition(staging: &Staging, day: i32, rows: PartRows, int: &Interner) -> Result<Staged> {
     let table = rows.table();
     let n = rows.len();
-    let dir = staging.join(table.name()).join(partition_dir(day));
-    std::fs::create_dir_all(&dir)?;
     let t = std::time::Instant::now();
     let batch = self::parquet::to_batch(rows, day, int)?;
     let built = t.elapsed().as_secs_f64();
-    let bytes = self::parquet::write_file(&dir.join(PART_FILE), table, &batch)?;
+    let (file, bytes) = self::parquet::write_file(staging.writer(table, day)?, table, &batch)?;
     tracing::debug!(
         table = table.name(),
         day,
@@ -276,7 +278,7 @@ pub fn stage_partition(staging: &Path, day: i32, rows: PartRows, int: &Interner)
     Ok(Staged {
         table,
         day,
-        dir,
+        file,
         rows: n,
         bytes,
     })

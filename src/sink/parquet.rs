@@ -17,8 +17,6 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use std::fs::File;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Rows of one output partition, as the dataflow holds them (ids, not
@@ -343,12 +341,14 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     props.build()
 }
 
-/// Writes `batch` to `path` and fsyncs it (the file is complete once this returns).
-pub fn write_file(path: &Path, table: Table, batch: &RecordBatch) -> Result<u64> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = ArrowWriter::try_new(file, table.schema(), Some(writer_properties(table)))?;
-    w.write(batch)?;
-    let file = w.into_inner()?;
-    file.sync_all()?;
-    Ok(file.metadata()?.len())
+/// Writes `batch` through `out` (a staged file or upload), complete once this returns.
+pub fn write_file(
+    out: crate::store::PartWriter,
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<(crate::store::StagedFile, u64)> {
+    let mut w = ArrowWriter::try_new(out, table.schema(), Some(writer_properties(table)))?;
+    w.write(batch)
+        .with_context(|| format!("writing a {} partition", table.name()))?;
+    w.into_inner()?.finish()
 }

@@ -1,43 +1,15 @@
 //! Reading published partitions back: the daily aggregates of window days
 //! before a run (the profile's prior days) and rejected rows to merge with.
 
-use super::partition_dir;
 use crate::dataflow::{LateRow, ProfIn, ProfKind, RejectRow};
 use crate::decode::Reject;
 use crate::intern::{Interner, Name};
 use crate::schema::Table;
-use anyhow::{anyhow, Context, Result};
+use crate::store::Store;
+use anyhow::{anyhow, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use std::fs::File;
-use std::path::Path;
-
-/// Record batches of every data file of one published partition (none if absent).
-pub fn read_partition(out: &Path, table: Table, day: i32) -> Result<Vec<RecordBatch>> {
-    let dir = out.join(table.name()).join(partition_dir(day));
-    let mut batches = Vec::new();
-    if !dir.is_dir() {
-        return Ok(batches);
-    }
-    let mut files: Vec<_> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    files.sort();
-    for path in files {
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading {}", path.display()))?
-            .with_batch_size(64 * 1024)
-            .build()?;
-        for b in reader {
-            batches.push(b.with_context(|| format!("reading {}", path.display()))?);
-        }
-    }
-    Ok(batches)
-}
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     b.column_by_name(name)
@@ -60,8 +32,8 @@ fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::String
 /// The profile inputs of one published day: its `user_daily`,
 /// `user_track_daily` and `user_artist_daily` rows. Returns whether the day
 /// had a `user_daily` partition.
-pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Name, ProfIn)) -> Result<bool> {
-    let daily = read_partition(out, Table::UserDaily, day)?;
+pub fn prior_day(out: &Store, day: i32, int: &Interner, emit: &mut dyn FnMut(Name, ProfIn)) -> Result<bool> {
+    let daily = out.read_partition(Table::UserDaily, day)?;
     let present = !daily.is_empty();
     for b in &daily {
         let (u, p, s, m) = (
@@ -81,7 +53,7 @@ pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Name
         (Table::UserTrackDaily, "track_id", ProfKind::Track),
         (Table::UserArtistDaily, "artist_id", ProfKind::Artist),
     ] {
-        for b in &read_partition(out, table, day)? {
+        for b in &out.read_partition(table, day)? {
             let (u, id, p, s) = (
                 str_col(b, "user_id")?,
                 str_col(b, id_col)?,
@@ -100,9 +72,9 @@ pub fn prior_day(out: &Path, day: i32, int: &Interner, emit: &mut dyn FnMut(Name
 }
 
 /// The published rows of one `rejected_events` partition.
-pub fn rejected_rows(out: &Path, day: i32, int: &Interner) -> Result<Vec<RejectRow>> {
+pub fn rejected_rows(out: &Store, day: i32, int: &Interner) -> Result<Vec<RejectRow>> {
     let mut rows = Vec::new();
-    for b in &read_partition(out, Table::RejectedEvents, day)? {
+    for b in &out.read_partition(Table::RejectedEvents, day)? {
         let src = str_col(b, "source")?;
         let part = col(b, "partition")?
             .as_primitive_opt::<Int32Type>()
@@ -130,9 +102,9 @@ pub fn rejected_rows(out: &Path, day: i32, int: &Interner) -> Result<Vec<RejectR
 }
 
 /// The published rows of one `late_events` partition.
-pub fn late_rows(out: &Path, day: i32) -> Result<Vec<LateRow>> {
+pub fn late_rows(out: &Store, day: i32) -> Result<Vec<LateRow>> {
     let mut rows = Vec::new();
-    for b in &read_partition(out, Table::LateEvents, day)? {
+    for b in &out.read_partition(Table::LateEvents, day)? {
         let s = |name| str_col(b, name);
         let (eid, et, user, track, artist) = (
             s("event_id")?,

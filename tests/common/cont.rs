@@ -37,6 +37,7 @@ pub fn batch_run(addr: &str, out: &Path) -> (Tables, RunReport) {
         workers: 2,
         progress: false,
         topology: Default::default(),
+        storage: Default::default(),
     })
     .expect("batch run over the topic");
     (output::read_tables(out), r.report)

@@ -17,6 +17,7 @@ pub fn batch(inputs: &[PathBuf], out: &Path, range: Option<(i32, i32)>, workers:
         workers,
         progress: false,
         topology: Default::default(),
+        storage: Default::default(),
     };
     batch::run(&cfg).expect("batch run").report
 }

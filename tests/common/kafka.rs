@@ -86,6 +86,7 @@ pub fn kafka_batch(addr: &str, out: &Path, range: Option<(i32, i32)>, workers: u
         workers,
         progress: false,
         topology: Default::default(),
+        storage: Default::default(),
     };
     batch::run(&cfg).map(|o| o.report)
 }

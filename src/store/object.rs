@@ -1,0 +1,428 @@
+//! An object store bucket (S3 or GCS, through the `object_store` crate) as
+//! the output: credentials and endpoints from each cloud's standard
+//! environment variables, overridden by the job file's `[storage]` table.
+//!
+//! A partition file is uploaded to its final key as a multipart upload in
+//! parts of 8 MiB (no local copy of a whole file) and left uncompleted;
+//! publishing completes it, which replaces the object atomically. Until
+//! then the upload is recorded in a small manifest object under
+//! `.skipflow/staging/<process>/uploads/`, so a run that died is cleaned
+//! up by the next one (its uploads aborted); a failed run aborts its own.
+
+use super::{StagedFile, PART_FILE};
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+/// Part size of multipart uploads (S3 wants at least 5 MiB but for the last).
+const PART_BYTES: usize = 8 << 20;
+
+enum Client {
+    S3(object_store::aws::AmazonS3),
+    Gcs(object_store::gcp::GoogleCloudStorage),
+}
+
+pub(super) struct Bucket {
+    pub url: String,
+    client: Client,
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn bad(msg: String) -> anyhow::Error {
+    crate::error::bad(msg)
+}
+
+impl Bucket {
+    /// Opens `scheme://rest` (`rest` = BUCKET/PREFIX) and checks it is reachable.
+    pub(super) fn open(scheme: &str, rest: &str, url: &str, settings: &BTreeMap<String, String>) -> Result<Bucket> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad(format!("{url}: no bucket name; write {scheme}://BUCKET/PREFIX")));
+        }
+        let settings = settings.iter().filter(|(k, _)| k.as_str() != "lease");
+        let client = match scheme {
+            "s3" | "s3a" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (k, v) in settings {
+                    let key = object_store::aws::AmazonS3ConfigKey::from_str(k)
+                        .map_err(|_| bad(format!("[storage] {k:?} is not an S3 setting (e.g. endpoint, region, access_key_id, allow_http)")))?;
+                    b = b.with_config(key, v);
+                }
+                Client::S3(b.build().map_err(|e| bad(format!("{url}: {e}")))?)
+            }
+            "gs" => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                for (k, v) in settings {
+                    let key = object_store::gcp::GoogleConfigKey::from_str(k)
+                        .map_err(|_| bad(format!("[storage] {k:?} is not a GCS setting (e.g. service_account, service_account_key)")))?;
+                    b = b.with_config(key, v);
+                }
+                Client::Gcs(b.build().map_err(|e| bad(format!("{url}: {e}")))?)
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported output URL scheme {other}:// in {url}; use a local path, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX"
+                )))
+            }
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("skipflow-store")
+            .enable_all()
+            .build()
+            .context("starting the object store client")?;
+        let b = Bucket {
+            url: url.to_string(),
+            client,
+            prefix: prefix.trim_matches('/').to_string(),
+            rt,
+        };
+        b.check(bucket)?;
+        Ok(b)
+    }
+
+    /// Lists the root once: a missing bucket or missing credentials are
+    /// usage errors (exit 2), anything else says it cannot reach the store.
+    fn check(&self, bucket: &str) -> Result<()> {
+        let prefix = self.path("");
+        match self.rt.block_on(self.store().list_with_delimiter(Some(&prefix))) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                let usage = matches!(
+                    e,
+                    object_store::Error::NotFound { .. }
+                        | object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. }
+                );
+                if text.contains("NoSuchBucket") || (usage && text.contains("bucket")) {
+                    Err(bad(format!("{}: bucket {bucket} does not exist ({text})", self.url)))
+                } else if usage || text.to_ascii_lowercase().contains("credential") {
+                    Err(bad(format!(
+                        "{}: no access ({text}); set the cloud's credentials (AWS_ACCESS_KEY_ID and \
+                         AWS_SECRET_ACCESS_KEY, or GOOGLE_SERVICE_ACCOUNT) or the job file's [storage] table",
+                        self.url
+                    )))
+                } else {
+                    Err(anyhow!("cannot reach {}: {text}", self.url))
+                }
+            }
+        }
+    }
+
+    fn store(&self) -> &dyn ObjectStore {
+        match &self.client {
+            Client::S3(s) => s,
+            Client::Gcs(s) => s,
+        }
+    }
+
+    fn multipart(&self) -> &dyn MultipartStore {
+        match &self.client {
+            Client::S3(s) => s,
+            Client::Gcs(s) => s,
+        }
+    }
+
+    /// The object path of a key under the prefix.
+    fn path(&self, key: &str) -> ObjectPath {
+        let key = key.trim_matches('/');
+        match (self.prefix.is_empty(), key.is_empty()) {
+            (true, _) => ObjectPath::from(key),
+            (false, true) => ObjectPath::from(self.prefix.as_str()),
+            (false, false) => ObjectPath::from(format!("{}/{key}", self.prefix)),
+        }
+    }
+
+    pub(super) fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_versioned(key)?.map(|(b, _)| b))
+    }
+
+    /// The bytes of `key` and their version (for a conditional update).
+    pub(super) fn read_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, UpdateVersion)>> {
+        let path = self.path(key);
+        let got = self.rt.block_on(async {
+            let r = self.store().get_opts(&path, Default::default()).await?;
+            let v = UpdateVersion {
+                e_tag: r.meta.e_tag.clone(),
+                version: r.meta.version.clone(),
+            };
+            Ok::<_, object_store::Error>((r.bytes().await?, v))
+        });
+        match got {
+            Ok((b, v)) => Ok(Some((b.to_vec(), v))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(anyhow!("reading {}/{key}: {e}", self.url)),
+        }
+    }
+
+    pub(super) fn write(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.put(key, bytes, PutMode::Overwrite)
+            .map(|_| ())
+            .map_err(|e| anyhow!("writing {}/{key}: {e}", self.url))
+    }
+
+    /// A put with `mode`: the new version, or the store's refusal.
+    pub(super) fn put(&self, key: &str, bytes: &[u8], mode: PutMode) -> Result<UpdateVersion, object_store::Error> {
+        let path = self.path(key);
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
+        let r = self.rt.block_on(self.store().put_opts(&path, payload, opts))?;
+        Ok(UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        })
+    }
+
+    pub(super) fn delete(&self, key: &str) -> Result<()> {
+        match self.rt.block_on(self.store().delete(&self.path(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(anyhow!("deleting {}/{key}: {e}", self.url)),
+        }
+    }
+
+    /// Names of the "directories" directly under `key`.
+    pub(super) fn list_dirs(&self, key: &str) -> Result<Vec<String>> {
+        let dir = self.path(key);
+        let r = self
+            .rt
+            .block_on(self.store().list_with_delimiter(Some(&dir)))
+            .map_err(|e| anyhow!("listing {}/{key}: {e}", self.url))?;
+        Ok(r.common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
+    /// Keys (relative to the root) of every object under `key`.
+    fn list_keys(&self, key: &str) -> Result<Vec<String>> {
+        let dir = self.path(key);
+        let metas: Vec<object_store::ObjectMeta> = self
+            .rt
+            .block_on(self.store().list(Some(&dir)).try_collect())
+            .map_err(|e| anyhow!("listing {}/{key}: {e}", self.url))?;
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        Ok(metas
+            .into_iter()
+            .map(|m| m.location.as_ref()[strip..].to_string())
+            .collect())
+    }
+
+    /// The contents of every data file of a partition, sorted by key.
+    pub(super) fn data_files(&self, dir: &str) -> Result<Vec<Vec<u8>>> {
+        let mut files: Vec<String> = self
+            .list_keys(dir)?
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect();
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            out.extend(self.read(&f)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn read_partition(&self, key: &str) -> Result<Vec<arrow_array::RecordBatch>> {
+        let mut files: Vec<String> = self
+            .list_keys(key)?
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect();
+        files.sort();
+        let mut batches = Vec::new();
+        for f in files {
+            let Some(bytes) = self.read(&f)? else { continue };
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+                .with_context(|| format!("reading {}/{f}", self.url))?
+                .with_batch_size(64 * 1024)
+                .build()?;
+            for b in reader {
+                batches.push(b.with_context(|| format!("reading {}/{f}", self.url))?);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Completes the staged upload of a partition's file (the new object
+    /// replaces the old one at once), after taking `_SUCCESS` away when the
+    /// partition is not final, or before adding it when it is.
+    pub(super) fn publish(&self, dir: &str, file: &StagedFile, success: bool) -> Result<()> {
+        let StagedFile::Upload {
+            key,
+            id,
+            parts,
+            manifest,
+        } = file
+        else {
+            anyhow::bail!("not an upload");
+        };
+        let marker = format!("{dir}/_SUCCESS");
+        if !success {
+            self.delete(&marker)?;
+        }
+        let parts: Vec<PartId> = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
+        self.rt
+            .block_on(self.multipart().complete_multipart(&self.path(key), &id.clone(), parts))
+            .map_err(|e| anyhow!("publishing {}/{key}: {e}", self.url))?;
+        // Any other data file in the partition would be read along with ours.
+        for other in self.list_keys(dir)? {
+            if other.ends_with(".parquet") && !other.ends_with(&format!("/{PART_FILE}")) {
+                self.delete(&other)?;
+            }
+        }
+        if success {
+            self.write(&marker, b"")?;
+        }
+        self.delete(manifest)
+    }
+
+    /// Deletes every object of a partition; whether there were any.
+    pub(super) fn remove(&self, dir: &str) -> Result<bool> {
+        let keys = self.list_keys(dir)?;
+        // The data file first: a reader never sees a partition without it but with a marker.
+        let (data, rest): (Vec<_>, Vec<_>) = keys.iter().partition(|k| k.ends_with(".parquet"));
+        for k in data.into_iter().chain(rest) {
+            self.delete(k)?;
+        }
+        Ok(!keys.is_empty())
+    }
+
+    /// Aborts the uploads that runs of process `own` recorded and never
+    /// completed (they died), and forgets them.
+    pub(super) fn clean_staging(&self, own: &str) -> Result<()> {
+        let dir = format!(".skipflow/staging/{own}/uploads");
+        for m in self.list_keys(&dir)? {
+            if let Some(bytes) = self.read(&m)? {
+                if let Ok((key, id)) = serde_json::from_slice::<(String, String)>(&bytes) {
+                    let _ = self
+                        .rt
+                        .block_on(self.multipart().abort_multipart(&self.path(&key), &id));
+                }
+            }
+            self.delete(&m)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the upload of a partition file under `dir` (`store` is this bucket's).
+    pub(super) fn part_writer(&self, store: super::Store, dir: &str, own: &str, run: &str) -> Result<UploadWriter> {
+        let key = format!("{dir}/{PART_FILE}");
+        let id = self
+            .rt
+            .block_on(self.multipart().create_multipart(&self.path(&key)))
+            .map_err(|e| anyhow!("starting the upload of {}/{key}: {e}", self.url))?;
+        let manifest = format!(".skipflow/staging/{own}/uploads/{run}-{}.json", dir.replace('/', "-"));
+        self.write(&manifest, &serde_json::to_vec(&(&key, &id))?)?;
+        Ok(UploadWriter {
+            store,
+            key,
+            id,
+            manifest,
+            buf: Vec::with_capacity(PART_BYTES),
+            parts: Vec::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Aborts staged uploads of a failed run or commit.
+    pub(super) fn discard(&self, staged: &[StagedFile]) {
+        for f in staged {
+            if let StagedFile::Upload { key, id, manifest, .. } = f {
+                let _ = self.rt.block_on(self.multipart().abort_multipart(&self.path(key), id));
+                let _ = self.delete(manifest);
+            }
+        }
+    }
+
+    fn upload_part(&self, key: &str, id: &str, idx: usize, data: Vec<u8>) -> Result<String> {
+        let payload = PutPayload::from(Bytes::from(data));
+        let id = id.to_string();
+        let part = self
+            .rt
+            .block_on(self.multipart().put_part(&self.path(key), &id, idx, payload))
+            .map_err(|e| anyhow!("uploading {}/{key}: {e}", self.url))?;
+        Ok(part.content_id)
+    }
+}
+
+/// A partition file uploaded in parts while it is written.
+pub struct UploadWriter {
+    /// The store of the bucket.
+    store: super::Store,
+    key: String,
+    id: String,
+    manifest: String,
+    buf: Vec<u8>,
+    parts: Vec<String>,
+    bytes: u64,
+}
+
+impl UploadWriter {
+    fn bucket(&self) -> &Bucket {
+        match &*self.store.backend {
+            super::Backend::Object(b) => b,
+            super::Backend::Local(_) => unreachable!("an upload to a local directory"),
+        }
+    }
+
+    fn ship(&mut self) -> Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_BYTES));
+        let idx = self.parts.len();
+        let part = self.bucket().upload_part(&self.key, &self.id, idx, data)?;
+        self.parts.push(part);
+        Ok(())
+    }
+
+    pub(super) fn finish(mut self) -> Result<(StagedFile, u64)> {
+        if !self.buf.is_empty() || self.parts.is_empty() {
+            self.ship()?;
+        }
+        let f = StagedFile::Upload {
+            key: std::mem::take(&mut self.key),
+            id: std::mem::take(&mut self.id),
+            parts: std::mem::take(&mut self.parts),
+            manifest: std::mem::take(&mut self.manifest),
+        };
+        Ok((f, self.bytes))
+    }
+}
+
+impl std::io::Write for UploadWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.bytes += data.len() as u64;
+        if self.buf.len() >= PART_BYTES {
+            self.ship().map_err(std::io::Error::other)?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for UploadWriter {
+    /// A writer dropped before `finish` (an error while writing) aborts its upload.
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            let b = self.bucket();
+            let _ =
+                b.rt.block_on(b.multipart().abort_multipart(&b.path(&self.key), &self.id));
+            let _ = b.delete(&self.manifest);
+        }
+    }
+}
