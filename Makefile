@@ -38,14 +38,17 @@ release: sysdeps
 	$(CARGO) build --release
 
 # Python readers (pyarrow, DuckDB from PyPI) used by the tests to read the
-# Parquet outputs back; installed once into a cache outside the clone.
+# Parquet outputs back, and moto's S3 server for the object-store tests;
+# installed once into a cache outside the clone.
+PYPKGS := pyarrow duckdb "moto[server]"
 $(PYTHON):
 	mkdir -p $(CACHE)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pyarrow duckdb
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PYPKGS)
 
 pyenv: $(PYTHON)
-	@$(PYTHON) -c "import pyarrow, duckdb" || (rm -rf $(VENV) && $(MAKE) $(PYTHON))
+	@$(PYTHON) -c "import pyarrow, duckdb, moto" 2>/dev/null || \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check $(PYPKGS)
 
 # tansu, an independent Kafka-API broker, for the real-broker test tier.
 # Built once (about 20 minutes on 2 cores) into a cache outside the clone.

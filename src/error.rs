@@ -160,7 +160,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// `SKIPFLOW_FAULT=<point>:<error|panic|hang>` makes the last worker of a
 /// run fail (or stop answering, to be killed) at `<point>` (`reader`:
 /// creating its Kafka reader; `prior`: reading published days back;
-/// `staging`: writing partitions).
+/// `staging`: writing partitions; `upload`: finishing an object-store upload).
 pub fn inject(point: &str, worker: usize, peers: usize) -> anyhow::Result<()> {
     static AT: OnceLock<Option<(String, String)>> = OnceLock::new();
     let at = AT.get_or_init(|| {

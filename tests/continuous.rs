@@ -252,3 +252,44 @@ fn a_second_run_on_the_same_output_fails_at_start() {
     sigterm(&first);
     assert_eq!(first.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn a_standby_on_a_local_output_takes_over_when_the_primary_dies() {
+    let k = EmbeddedKafka::start(None).unwrap();
+    k.create_topic(TOPIC, 3).unwrap();
+    let recs = records(60, 2, 37);
+    let half = recs.len() / 2;
+    produce(k.bootstrap(), &recs[..half]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cont");
+    let flags = [
+        "--commit-interval",
+        "300ms",
+        "--finalize-after",
+        "1000000h",
+        "--workers",
+        "2",
+    ];
+    let mut primary = skipflow_run(k.bootstrap(), &out).args(flags).spawn().unwrap();
+    wait_for_checkpoint(&out, half as i64, 0);
+    let log = dir.path().join("standby.log");
+    let mut standby = skipflow_run(k.bootstrap(), &out)
+        .args(flags)
+        .args(["--standby", "--log", "info"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(standby.try_wait().unwrap().is_none(), "the standby waits for the lock");
+    primary.kill().unwrap();
+    primary.wait().unwrap();
+    produce(k.bootstrap(), &recs[half..]);
+    wait_for_checkpoint(&out, recs.len() as i64, 0);
+    assert!(std::fs::read_to_string(&log).unwrap().contains("took over"));
+    sigterm(&standby);
+    assert!(standby.wait().unwrap().success());
+    let (expected, _) = batch_run(k.bootstrap(), &dir.path().join("batch"));
+    if let Some(d) = output::diff("standby", &output::read_tables(&out), "batch", &expected) {
+        panic!("{d}");
+    }
+}

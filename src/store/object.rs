@@ -91,29 +91,34 @@ impl Bucket {
     /// usage errors (exit 2), anything else says it cannot reach the store.
     fn check(&self, bucket: &str) -> Result<()> {
         let prefix = self.path("");
-        match self.rt.block_on(self.store().list_with_delimiter(Some(&prefix))) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let text = e.to_string();
-                let usage = matches!(
-                    e,
-                    object_store::Error::NotFound { .. }
-                        | object_store::Error::PermissionDenied { .. }
-                        | object_store::Error::Unauthenticated { .. }
-                );
-                if text.contains("NoSuchBucket") || (usage && text.contains("bucket")) {
-                    Err(bad(format!("{}: bucket {bucket} does not exist ({text})", self.url)))
-                } else if usage || text.to_ascii_lowercase().contains("credential") {
-                    Err(bad(format!(
-                        "{}: no access ({text}); set the cloud's credentials (AWS_ACCESS_KEY_ID and \
-                         AWS_SECRET_ACCESS_KEY, or GOOGLE_SERVICE_ACCOUNT) or the job file's [storage] table",
-                        self.url
-                    )))
-                } else {
-                    Err(anyhow!("cannot reach {}: {text}", self.url))
-                }
-            }
+        let Err(e) = self.rt.block_on(self.store().list_with_delimiter(Some(&prefix))) else {
+            return Ok(());
+        };
+        let text = e.to_string().replace(['\n', '\r'], " ");
+        let denied = matches!(
+            e,
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+        );
+        if text.contains("NoSuchBucket") || matches!(e, object_store::Error::NotFound { .. }) {
+            return Err(bad(format!(
+                "{}: bucket {bucket} does not exist; create it, or check --output and the endpoint",
+                self.url
+            )));
         }
+        // Without credentials the client asks the instance metadata service.
+        let no_credentials = text.contains("169.254.169.254") || text.to_ascii_lowercase().contains("credential");
+        if denied || no_credentials {
+            let how = match self.client {
+                Client::S3(_) => "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                Client::Gcs(_) => "GOOGLE_SERVICE_ACCOUNT (a service account key file)",
+            };
+            return Err(bad(format!(
+                "{}: no credentials or no access ({}); set {how}, or the job file's [storage] table",
+                self.url,
+                short(&text)
+            )));
+        }
+        Err(anyhow!("cannot reach {}: {}", self.url, short(&text)))
     }
 
     fn store(&self) -> &dyn ObjectStore {
@@ -359,6 +364,16 @@ impl Bucket {
     }
 }
 
+/// An error text cut to a line an operator reads.
+fn short(text: &str) -> String {
+    let t: String = text.chars().take(300).collect();
+    if t.len() < text.len() {
+        format!("{t}...")
+    } else {
+        t
+    }
+}
+
 /// A partition file uploaded in parts while it is written.
 pub struct UploadWriter {
     /// The store of the bucket.
@@ -390,6 +405,12 @@ impl UploadWriter {
     pub(super) fn finish(mut self) -> Result<(StagedFile, u64)> {
         if !self.buf.is_empty() || self.parts.is_empty() {
             self.ship()?;
+        }
+        // Test hook (`SKIPFLOW_FAULT=upload:error`): the second upload of
+        // the process fails after its parts are up, one staged before it.
+        static FINISHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        if FINISHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            crate::error::inject("upload", 0, 1)?;
         }
         let f = StagedFile::Upload {
             key: std::mem::take(&mut self.key),
@@ -424,5 +445,28 @@ impl Drop for UploadWriter {
                 b.rt.block_on(b.multipart().abort_multipart(&b.path(&self.key), &self.id));
             let _ = b.delete(&self.manifest);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(scheme: &str, rest: &str, settings: &[(&str, &str)]) -> String {
+        let settings: BTreeMap<String, String> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let e = Bucket::open(scheme, rest, &format!("{scheme}://{rest}"), &settings)
+            .err()
+            .expect("a usage error");
+        assert!(e.downcast_ref::<crate::error::ConfigError>().is_some(), "{e:#}");
+        e.to_string()
+    }
+
+    #[test]
+    fn outputs_are_checked_before_any_request() {
+        assert!(usage("ftp", "b/p", &[]).contains("unsupported output URL scheme ftp://"));
+        assert!(usage("s3", "", &[]).contains("no bucket name"));
+        assert!(usage("gs", "", &[]).contains("no bucket name"));
+        assert!(usage("s3", "b/p", &[("endpont", "http://x")]).contains("not an S3 setting"));
+        assert!(usage("gs", "b/p", &[("endpoint", "http://x")]).contains("not a GCS setting"));
     }
 }

@@ -8,5 +8,6 @@ pub mod output;
 pub mod proc;
 pub mod rawkafka;
 pub mod reference;
+pub mod s3;
 pub mod tansu;
 pub mod tls;
