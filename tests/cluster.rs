@@ -17,18 +17,6 @@ use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(180);
 
-/// The generator's dirty data as one NDJSON file.
-fn dirty_file(dir: &Path, users: u32, days: u32, seed: u64) -> PathBuf {
-    let lines: Vec<Vec<u8>> = records(users, days, seed)
-        .into_iter()
-        .filter_map(|r| r.value)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let file = dir.join(format!("events-{seed}.ndjson"));
-    harness::write_lines(&file, &lines);
-    file
-}
-
 fn one_process(inputs: &[PathBuf], out: &Path, workers: usize, topology: Topology) {
     batch::run(&BatchConfig {
         output: out.to_path_buf(),
@@ -57,7 +45,7 @@ fn assert_same(a: &Path, b: &Path, what: &str) {
 #[test]
 fn batch_from_files_on_three_processes_equals_one_process_and_the_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dirty_file(dir.path(), 150, 4, 61);
+    let file = harness::dirty_file(dir.path(), 150, 4, 61);
     std::env::set_var("SKIPFLOW_RUN_DAY", "2026-11-30");
     let out3 = dir.path().join("three");
     let o = out3.to_str().unwrap().to_string();
@@ -118,7 +106,7 @@ fn batch_from_kafka_on_three_processes_equals_the_reference() {
 #[test]
 fn names_cross_processes_as_strings_and_colliding_routes_merge_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dirty_file(dir.path(), 80, 3, 63);
+    let file = harness::dirty_file(dir.path(), 80, 3, 63);
     let plain = dir.path().join("plain");
     one_process(std::slice::from_ref(&file), &plain, 1, Topology::Process);
     // Every exchange through bytes, as between processes: names and event
@@ -143,7 +131,7 @@ fn names_cross_processes_as_strings_and_colliding_routes_merge_nothing() {
 #[test]
 fn a_process_killed_mid_batch_ends_every_process_with_nothing_published() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dirty_file(dir.path(), 60, 2, 64);
+    let file = harness::dirty_file(dir.path(), 60, 2, 64);
     let out = dir.path().join("out");
     let (f, o) = (file.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
     let args = ["batch", "--input", &f, "--output", &o, "--workers", "1", "--quiet"];

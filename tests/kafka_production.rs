@@ -7,7 +7,7 @@ mod common;
 
 use common::cont::{self, checkpoint, run_to_end};
 use common::kafka::{kafka_batch, produce_to, read_all, records, watermarks, TOPIC};
-use common::reference::{self, RefConfig, RefRecord};
+use common::reference::{self, RefRecord};
 use common::{harness, proc, rawkafka};
 use skipflow::broker::EmbeddedKafka;
 use skipflow::report::InputRange;
@@ -19,13 +19,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn expected(read: &[RefRecord]) -> reference::RefOutput {
-    reference::reference(
-        read,
-        &RefConfig {
-            range: None,
-            run_day: skipflow::dates::today(),
-        },
-    )
+    harness::reference_of_records(read)
 }
 
 #[test]

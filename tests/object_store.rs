@@ -5,7 +5,9 @@
 //! partial; the lease keeps a second run out and is taken over once it
 //! expires; a standby takes over from a dead primary, and a paused primary
 //! publishes nothing after that; failed writes leave no partial output and
-//! no open uploads; usage errors are one line and exit 2.
+//! no open uploads; files uploaded in parts publish whole, and the uploads
+//! of a run killed -9 are aborted by the next; usage errors are one line
+//! and exit 2.
 
 mod common;
 
@@ -16,22 +18,11 @@ use common::reference::{self, RefConfig};
 use common::s3::Moto;
 use common::{cont, harness, output};
 use skipflow::broker::EmbeddedKafka;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn dirty_file(dir: &Path, users: u32, days: u32, seed: u64) -> PathBuf {
-    let lines: Vec<Vec<u8>> = records(users, days, seed)
-        .into_iter()
-        .filter_map(|r| r.value)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let file = dir.join(format!("events-{seed}.ndjson"));
-    harness::write_lines(&file, &lines);
-    file
-}
 
 /// `skipflow ARGS` with the server's environment; exit code, error line, stderr.
 fn skipflow(m: &Moto, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
@@ -108,7 +99,7 @@ fn batch_to_s3_read_back_with_pyarrow_equals_the_reference() {
     let m = Moto::start();
     m.bucket("features");
     let dir = tempfile::tempdir().unwrap();
-    let file = dirty_file(dir.path(), 120, 4, 71);
+    let file = harness::dirty_file(dir.path(), 120, 4, 71);
     let f = file.to_str().unwrap();
     let args = [
         "batch",
@@ -151,7 +142,7 @@ fn three_processes_write_one_s3_output() {
     let m = Moto::start();
     m.bucket("cluster");
     let dir = tempfile::tempdir().unwrap();
-    let file = dirty_file(dir.path(), 80, 3, 72);
+    let file = harness::dirty_file(dir.path(), 80, 3, 72);
     let f = file.to_str().unwrap();
     let args = [
         "batch",
@@ -202,7 +193,7 @@ fn usage_errors_are_one_line_and_exit_2() {
     let m = Moto::start();
     m.bucket("there");
     let dir = tempfile::tempdir().unwrap();
-    let file = dirty_file(dir.path(), 5, 1, 73);
+    let file = harness::dirty_file(dir.path(), 5, 1, 73);
     let f = file.to_str().unwrap();
     fn batch<'a>(f: &'a str, out: &'a str) -> Vec<&'a str> {
         vec!["batch", "--input", f, "--output", out, "--quiet"]
@@ -252,7 +243,7 @@ fn failed_writes_leave_no_partial_output_and_no_open_uploads() {
     let m = Moto::start();
     m.bucket("fail");
     let dir = tempfile::tempdir().unwrap();
-    let file = dirty_file(dir.path(), 40, 3, 74);
+    let file = harness::dirty_file(dir.path(), 40, 3, 74);
     let f = file.to_str().unwrap();
     let args = [
         "batch",
@@ -447,6 +438,72 @@ fn a_standby_takes_over_from_a_dead_primary_and_a_paused_primary_publishes_nothi
     let (expected, _) = cont::batch_run(k.bootstrap(), &dir.path().join("batch"));
     let got = tables(&m, "hotstandby", "features", dir.path());
     if let Some(d) = output::diff("after the takeovers", &got, "one batch", &expected) {
+        panic!("{d}");
+    }
+}
+
+#[test]
+fn files_uploaded_in_parts_publish_whole_and_a_killed_run_leaves_no_open_upload() {
+    // Small parts (a test hook and moto's setting) send every file larger
+    // than 2 KiB through the multipart path.
+    let m = Moto::start_with(&[("S3_UPLOAD_PART_MIN_SIZE", "1024")]);
+    m.bucket("parts");
+    let dir = tempfile::tempdir().unwrap();
+    let file = harness::dirty_file(dir.path(), 120, 4, 76);
+    let f = file.to_str().unwrap();
+    let job = lease_job(dir.path(), "2s");
+    let args = [
+        "batch",
+        "--job",
+        &job,
+        "--input",
+        f,
+        "--output",
+        "s3://parts/out",
+        "--workers",
+        "2",
+        "--quiet",
+    ];
+    let env = m.env();
+    let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    envs.extend([("SKIPFLOW_PART_BYTES", "2048"), ("SKIPFLOW_RUN_DAY", "2026-11-30")]);
+    // A run that stops answering with uploads open, then is killed -9.
+    let log = dir.path().join("hung.log");
+    let mut hung_env = envs.clone();
+    hung_env.push(("SKIPFLOW_FAULT", "upload:hang"));
+    let mut hung = proc::spawn(&args, &log, &hung_env);
+    let deadline = Instant::now() + LIMIT;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("stops answering")
+    {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!m.uploads("parts").is_empty(), "the hung run has no open upload");
+    hung.kill().unwrap();
+    hung.wait().unwrap();
+    // The next run, once the dead run's lease expired, aborts them and
+    // publishes files whole.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, _, err) = proc::run(&args, dir.path(), &envs, LIMIT);
+    assert_eq!(code, 0, "{err}");
+    assert!(m.uploads("parts").is_empty(), "{:?}", m.uploads("parts"));
+    let keys = m.keys("parts", "out/");
+    assert!(!keys.iter().any(|k| k.contains("/.skipflow/staging/")), "{keys:?}");
+    let expected = reference::reference(
+        &reference::records_from_ndjson(f, &std::fs::read(&file).unwrap()),
+        &RefConfig {
+            range: None,
+            run_day: skipflow::dates::parse_day("2026-11-30").unwrap(),
+        },
+    );
+    if let Some(d) = output::diff(
+        "s3",
+        &tables(&m, "parts", "out", dir.path()),
+        "reference",
+        &expected.tables,
+    ) {
         panic!("{d}");
     }
 }

@@ -9,7 +9,7 @@ mod common;
 
 use common::cont::{self, checkpoint, skipflow_run};
 use common::kafka::{produce_to, read_all, records, TOPIC};
-use common::reference::{self, RefConfig, RefRecord};
+use common::reference::{self, RefRecord};
 use common::tansu::{free_port, Tansu};
 use common::tls::{Certs, Stunnel};
 use common::{harness, proc};
@@ -19,13 +19,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn expected(read: &[RefRecord]) -> reference::RefOutput {
-    reference::reference(
-        read,
-        &RefConfig {
-            range: None,
-            run_day: skipflow::dates::today(),
-        },
-    )
+    harness::reference_of_records(read)
 }
 
 /// A job file with a `[kafka]` table of these settings.

@@ -55,6 +55,9 @@ pub struct Locked {
 pub enum StagedFile {
     /// A staged partition directory holding `PART_FILE` (local).
     Dir(PathBuf),
+    /// A file of one part staged as its own object (object store):
+    /// publishing copies it to `key`.
+    Object { staged: String, key: String },
     /// A multipart upload to the partition's file key, not completed yet
     /// (object store); `manifest` is the object recording it until then.
     Upload {
@@ -253,7 +256,9 @@ impl Store {
         match (&*self.backend, file) {
             (_, StagedFile::Removal) => self.remove(table, day).map(|_| ()),
             (Backend::Local(p), StagedFile::Dir(dir)) => local::publish(p, table, day, dir, success),
-            (Backend::Object(b), StagedFile::Upload { .. }) => b.publish(&partition_key(table, day), file, success),
+            (Backend::Object(b), StagedFile::Upload { .. } | StagedFile::Object { .. }) => {
+                b.publish(&partition_key(table, day), file, success)
+            }
             _ => anyhow::bail!("a staged file of another kind of store"),
         }
     }

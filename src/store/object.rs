@@ -22,6 +22,18 @@ use std::str::FromStr;
 /// Part size of multipart uploads (S3 wants at least 5 MiB but for the last).
 const PART_BYTES: usize = 8 << 20;
 
+/// The part size: `PART_BYTES`, or `SKIPFLOW_PART_BYTES` (a test hook that
+/// sends small files through the multipart path).
+fn part_bytes() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("SKIPFLOW_PART_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PART_BYTES)
+    })
+}
+
 enum Client {
     S3(object_store::aws::AmazonS3),
     Gcs(object_store::gcp::GoogleCloudStorage),
@@ -262,27 +274,36 @@ impl Bucket {
         Ok(batches)
     }
 
-    /// Completes the staged upload of a partition's file (the new object
-    /// replaces the old one at once), after taking `_SUCCESS` away when the
-    /// partition is not final, or before adding it when it is.
+    /// Makes a staged partition file visible under its key, replacing the
+    /// old object at once: an upload is completed, a staged object copied
+    /// (a copy is atomic per object). `_SUCCESS` is taken away first when the
+    /// partition is not final, or added after when it is.
     pub(super) fn publish(&self, dir: &str, file: &StagedFile, success: bool) -> Result<()> {
-        let StagedFile::Upload {
-            key,
-            id,
-            parts,
-            manifest,
-        } = file
-        else {
-            anyhow::bail!("not an upload");
-        };
         let marker = format!("{dir}/_SUCCESS");
         if !success {
             self.delete(&marker)?;
         }
-        let parts: Vec<PartId> = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
-        self.rt
-            .block_on(self.multipart().complete_multipart(&self.path(key), &id.clone(), parts))
-            .map_err(|e| anyhow!("publishing {}/{key}: {e}", self.url))?;
+        match file {
+            StagedFile::Upload {
+                key,
+                id,
+                parts,
+                manifest,
+            } => {
+                let parts: Vec<PartId> = parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
+                self.rt
+                    .block_on(self.multipart().complete_multipart(&self.path(key), id, parts))
+                    .map_err(|e| anyhow!("publishing {}/{key}: {e}", self.url))?;
+                self.delete(manifest)?;
+            }
+            StagedFile::Object { staged, key } => {
+                self.rt
+                    .block_on(self.store().copy(&self.path(staged), &self.path(key)))
+                    .map_err(|e| anyhow!("publishing {}/{key}: {e}", self.url))?;
+                self.delete(staged)?;
+            }
+            _ => anyhow::bail!("not an object-store staged file"),
+        }
         // Any other data file in the partition would be read along with ours.
         for other in self.list_keys(dir)? {
             if other.ends_with(".parquet") && !other.ends_with(&format!("/{PART_FILE}")) {
@@ -292,7 +313,7 @@ impl Bucket {
         if success {
             self.write(&marker, b"")?;
         }
-        self.delete(manifest)
+        Ok(())
     }
 
     /// Deletes every object of a partition; whether there were any.
@@ -306,49 +327,64 @@ impl Bucket {
         Ok(!keys.is_empty())
     }
 
-    /// Aborts the uploads that runs of process `own` recorded and never
-    /// completed (they died), and forgets them.
+    /// Removes what runs of process `own` staged and never published (they
+    /// died): aborts their recorded uploads and deletes their staged objects.
     pub(super) fn clean_staging(&self, own: &str) -> Result<()> {
-        let dir = format!(".skipflow/staging/{own}/uploads");
-        for m in self.list_keys(&dir)? {
-            if let Some(bytes) = self.read(&m)? {
-                if let Ok((key, id)) = serde_json::from_slice::<(String, String)>(&bytes) {
+        let dir = format!(".skipflow/staging/{own}");
+        for m in self.list_keys(&format!("{dir}/uploads"))? {
+            let record = self
+                .read(&m)?
+                .and_then(|b| serde_json::from_slice::<(String, Option<String>)>(&b).ok());
+            match record {
+                Some((key, Some(id))) => {
                     let _ = self
                         .rt
                         .block_on(self.multipart().abort_multipart(&self.path(&key), &id));
                 }
+                Some((key, None)) => tracing::warn!(
+                    "a run that died may have left an incomplete upload of {}/{key} (it died before recording \
+                     its id); incomplete uploads are invisible, and a bucket lifecycle rule \
+                     (AbortIncompleteMultipartUpload) removes them",
+                    self.url
+                ),
+                None => {}
             }
-            self.delete(&m)?;
+        }
+        for k in self.list_keys(&dir)? {
+            self.delete(&k)?;
         }
         Ok(())
     }
 
-    /// Starts the upload of a partition file under `dir` (`store` is this bucket's).
+    /// A writer of a partition file under `dir` (`store` is this bucket's):
+    /// a file under one part is put as a staged object; a larger one goes to
+    /// its final key as a multipart upload.
     pub(super) fn part_writer(&self, store: super::Store, dir: &str, own: &str, run: &str) -> Result<UploadWriter> {
-        let key = format!("{dir}/{PART_FILE}");
-        let id = self
-            .rt
-            .block_on(self.multipart().create_multipart(&self.path(&key)))
-            .map_err(|e| anyhow!("starting the upload of {}/{key}: {e}", self.url))?;
-        let manifest = format!(".skipflow/staging/{own}/uploads/{run}-{}.json", dir.replace('/', "-"));
-        self.write(&manifest, &serde_json::to_vec(&(&key, &id))?)?;
+        let flat = dir.replace('/', "-");
         Ok(UploadWriter {
             store,
-            key,
-            id,
-            manifest,
-            buf: Vec::with_capacity(PART_BYTES),
+            key: format!("{dir}/{PART_FILE}"),
+            staged: format!(".skipflow/staging/{own}/{run}/{flat}.parquet"),
+            manifest: format!(".skipflow/staging/{own}/uploads/{run}-{flat}.json"),
+            id: None,
+            buf: Vec::with_capacity(part_bytes()),
             parts: Vec::new(),
             bytes: 0,
         })
     }
 
-    /// Aborts staged uploads of a failed run or commit.
+    /// Drops staged files of a failed run or commit.
     pub(super) fn discard(&self, staged: &[StagedFile]) {
         for f in staged {
-            if let StagedFile::Upload { key, id, manifest, .. } = f {
-                let _ = self.rt.block_on(self.multipart().abort_multipart(&self.path(key), id));
-                let _ = self.delete(manifest);
+            match f {
+                StagedFile::Upload { key, id, manifest, .. } => {
+                    let _ = self.rt.block_on(self.multipart().abort_multipart(&self.path(key), id));
+                    let _ = self.delete(manifest);
+                }
+                StagedFile::Object { staged, .. } => {
+                    let _ = self.delete(staged);
+                }
+                _ => {}
             }
         }
     }
@@ -374,13 +410,19 @@ fn short(text: &str) -> String {
     }
 }
 
-/// A partition file uploaded in parts while it is written.
+/// A partition file being staged: buffered up to one part; beyond, an
+/// upload in parts to its final key, recorded in a manifest object first.
 pub struct UploadWriter {
     /// The store of the bucket.
     store: super::Store,
+    /// The partition file's key.
     key: String,
-    id: String,
+    /// Where a one-part file is staged.
+    staged: String,
+    /// The record of the upload until it is completed.
     manifest: String,
+    /// The multipart upload, once the file outgrew one part.
+    id: Option<String>,
     buf: Vec<u8>,
     parts: Vec<String>,
     bytes: u64,
@@ -394,30 +436,65 @@ impl UploadWriter {
         }
     }
 
+    /// Starts the multipart upload: the manifest names the key before the
+    /// upload exists and its id right after, so a run that dies is cleaned up.
+    fn start(&mut self) -> Result<String> {
+        let b = self.bucket();
+        b.write(&self.manifest, &serde_json::to_vec(&(&self.key, None::<String>))?)?;
+        let id =
+            b.rt.block_on(b.multipart().create_multipart(&b.path(&self.key)))
+                .map_err(|e| anyhow!("starting the upload of {}/{}: {e}", b.url, self.key))?;
+        b.write(&self.manifest, &serde_json::to_vec(&(&self.key, Some(&id)))?)?;
+        self.id = Some(id.clone());
+        Ok(id)
+    }
+
     fn ship(&mut self) -> Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_BYTES));
+        let id = match &self.id {
+            Some(id) => id.clone(),
+            None => self.start()?,
+        };
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(part_bytes()));
         let idx = self.parts.len();
-        let part = self.bucket().upload_part(&self.key, &self.id, idx, data)?;
+        let part = self.bucket().upload_part(&self.key, &id, idx, data)?;
         self.parts.push(part);
         Ok(())
     }
 
     pub(super) fn finish(mut self) -> Result<(StagedFile, u64)> {
-        if !self.buf.is_empty() || self.parts.is_empty() {
-            self.ship()?;
-        }
-        // Test hook (`SKIPFLOW_FAULT=upload:error`): the second upload of
-        // the process fails after its parts are up, one staged before it.
+        let f = match self.id.is_some() {
+            true => {
+                if !self.buf.is_empty() {
+                    self.ship()?;
+                }
+                StagedFile::Upload {
+                    key: self.key.clone(),
+                    id: self.id.clone().expect("an upload"),
+                    parts: std::mem::take(&mut self.parts),
+                    manifest: self.manifest.clone(),
+                }
+            }
+            false => {
+                let data = std::mem::take(&mut self.buf);
+                let b = self.bucket();
+                b.write(&self.staged, &data)?;
+                StagedFile::Object {
+                    staged: self.staged.clone(),
+                    key: self.key.clone(),
+                }
+            }
+        };
+        // Test hook (`SKIPFLOW_FAULT=upload:error`): the second file staged
+        // by the process fails after its bytes are up, one staged before it.
         static FINISHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         if FINISHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            crate::error::inject("upload", 0, 1)?;
+            if let Err(e) = crate::error::inject("upload", 0, 1) {
+                self.bucket().discard(std::slice::from_ref(&f));
+                self.id = None;
+                return Err(e);
+            }
         }
-        let f = StagedFile::Upload {
-            key: std::mem::take(&mut self.key),
-            id: std::mem::take(&mut self.id),
-            parts: std::mem::take(&mut self.parts),
-            manifest: std::mem::take(&mut self.manifest),
-        };
+        self.id = None;
         Ok((f, self.bytes))
     }
 }
@@ -426,7 +503,7 @@ impl std::io::Write for UploadWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
         self.bytes += data.len() as u64;
-        if self.buf.len() >= PART_BYTES {
+        if self.buf.len() >= part_bytes() {
             self.ship().map_err(std::io::Error::other)?;
         }
         Ok(data.len())
@@ -439,10 +516,9 @@ impl std::io::Write for UploadWriter {
 impl Drop for UploadWriter {
     /// A writer dropped before `finish` (an error while writing) aborts its upload.
     fn drop(&mut self) {
-        if !self.id.is_empty() {
+        if let Some(id) = self.id.take() {
             let b = self.bucket();
-            let _ =
-                b.rt.block_on(b.multipart().abort_multipart(&b.path(&self.key), &self.id));
+            let _ = b.rt.block_on(b.multipart().abort_multipart(&b.path(&self.key), &id));
             let _ = b.delete(&self.manifest);
         }
     }

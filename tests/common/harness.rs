@@ -74,3 +74,27 @@ pub fn feature_tables(out: &Path) -> Tables {
     t.remove("rejected_events");
     t
 }
+
+/// The reference over records read from Kafka (rejected rows of records
+/// without a message timestamp, none here, would go to today).
+pub fn reference_of_records(read: &[reference::RefRecord]) -> RefOutput {
+    reference::reference(
+        read,
+        &RefConfig {
+            range: None,
+            run_day: skipflow::dates::today(),
+        },
+    )
+}
+
+/// The generator's dirty data (`users`, `days`, `seed`) as one NDJSON file in `dir`.
+pub fn dirty_file(dir: &Path, users: u32, days: u32, seed: u64) -> PathBuf {
+    let lines: Vec<Vec<u8>> = super::kafka::records(users, days, seed)
+        .into_iter()
+        .filter_map(|r| r.value)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let file = dir.join(format!("events-{seed}.ndjson"));
+    write_lines(&file, &lines);
+    file
+}

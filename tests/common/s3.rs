@@ -28,10 +28,16 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// A server with extra settings in its environment.
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
         let port = free_port();
         let moto = python().parent().unwrap().join("moto_server");
         let child = Command::new(&moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
