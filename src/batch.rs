@@ -364,6 +364,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     let mut staged = Vec::new();
     for (i, table) in sink::TRACED.into_iter().enumerate() {
         let buckets = sink::collect_table(&mut h.traces, table, &in_range, dataflow::Time::MAX);
+        h.traces.release(table);
         let sent = buckets.into_iter().map(|(k, rows)| (owners[&k] as u64, k, rows));
         let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
         for (_, k, rows) in mail.rows.exchange(worker, &c.abort, 2 + i as dataflow::Time, sent)? {
@@ -375,8 +376,13 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
             }
         }
         staged.extend(stage_owned(c, parts, &sources, &read)?);
+        tracing::debug!(
+            worker = index,
+            table = table.name(),
+            rss_mb = crate::report::rss_mb(),
+            "table staged"
+        );
     }
-    drop(h.traces);
     log_phase(index, t0, "partitions staged");
     let last = 2 + sink::TRACED.len() as dataflow::Time;
     let staged = mail.staged.exchange(worker, &c.abort, last, staged)?;

@@ -15,6 +15,7 @@
 
 use crate::decode::{Reject, MS_PER_DAY};
 use crate::intern::{EventKey, Id, Interner, Name};
+use crate::schema::Table;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::ValSpine;
@@ -327,13 +328,29 @@ impl KeptStats {
     }
 }
 
-/// The arranged outputs the sink reads partitions from.
+/// The arranged outputs the sink reads partitions from (`None` once a
+/// batch released a table's trace after reading it).
 pub struct SinkTraces {
-    pub user_daily: DayTrace<DailyRow>,
-    pub user_track_daily: DayTrace<TrackRow>,
-    pub user_artist_daily: DayTrace<ArtistRow>,
-    pub user_profile: ProfileTrace,
-    pub rejected: RejectTrace,
+    pub user_daily: Option<DayTrace<DailyRow>>,
+    pub user_track_daily: Option<DayTrace<TrackRow>>,
+    pub user_artist_daily: Option<DayTrace<ArtistRow>>,
+    pub user_profile: Option<ProfileTrace>,
+    pub rejected: Option<RejectTrace>,
+}
+
+impl SinkTraces {
+    /// Drops this worker's handle on `table`'s trace: once the dataflow is
+    /// done, that frees the arrangement (a batch reads each table once).
+    pub fn release(&mut self, table: Table) {
+        match table {
+            Table::UserDaily => self.user_daily = None,
+            Table::UserTrackDaily => self.user_track_daily = None,
+            Table::UserArtistDaily => self.user_artist_daily = None,
+            Table::UserProfile28d => self.user_profile = None,
+            Table::RejectedEvents => self.rejected = None,
+            Table::LateEvents => {}
+        }
+    }
 }
 
 /// How a driver uses the dataflow.
@@ -528,11 +545,11 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
             fin: fin_in,
             probe,
             traces: SinkTraces {
-                user_daily: daily.trace,
-                user_track_daily: tracks.trace,
-                user_artist_daily: artists.trace,
-                user_profile: profile.trace,
-                rejected: rejected.trace,
+                user_daily: Some(daily.trace),
+                user_track_daily: Some(tracks.trace),
+                user_artist_daily: Some(artists.trace),
+                user_profile: Some(profile.trace),
+                rejected: Some(rejected.trace),
             },
             kept: kept_stats,
             changes,

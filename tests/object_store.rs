@@ -318,7 +318,12 @@ fn continuous_to_s3_with_bursts_and_a_kill_9_converges_and_readers_never_see_a_g
     }
     let polled = poller.join().unwrap();
     let said = String::from_utf8_lossy(&polled.stdout).to_string();
-    assert!(polled.status.success(), "{said}");
+    assert!(
+        polled.status.success(),
+        "{said} ({}; {})",
+        polled.status,
+        String::from_utf8_lossy(&polled.stderr)
+    );
     assert!(
         !said.contains("versions 0") && !said.contains("versions 1\n"),
         "the partition was rewritten while polled: {said}"

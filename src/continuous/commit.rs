@@ -195,7 +195,7 @@ fn gather_mine(c: &Ctx, w: &mut WorkerState, b: Time, positions: Vec<(i32, i64)>
     let kept_days = w.h.kept.borrow_mut().settle(b).clone();
     let t = &w.h.traces;
     let sizes = [
-        ("listens", w.h.listens_trace.as_ref().map_or(0, trace_len)),
+        ("listens", trace_len(&w.h.listens_trace)),
         ("user_daily", trace_len(&t.user_daily)),
         ("user_track_daily", trace_len(&t.user_track_daily)),
         ("user_artist_daily", trace_len(&t.user_artist_daily)),
@@ -284,12 +284,13 @@ fn stage(c: &Ctx, parts: BTreeMap<(Table, i32), PartRows>, staging: &crate::stor
 }
 
 /// Updates held by an arrangement (this worker's share).
-fn trace_len<K, V>(t: &TraceAgent<ValSpine<K, V, Time, Diff>>) -> i64
+fn trace_len<K, V>(t: &Option<TraceAgent<ValSpine<K, V, Time, Diff>>>) -> i64
 where
     K: Ord + Clone + 'static,
     V: Ord + Clone + 'static,
 {
     use differential_dataflow::trace::implementations::spine_fueled::SpineBatch;
+    let Some(t) = t else { return 0 };
     let mut n = 0i64;
     t.map_spans(|s| {
         if let Some(b) = &s.inner {
@@ -300,9 +301,11 @@ where
 }
 
 /// Lets an arrangement forget the distinctions between times before `at`.
-fn compact<Tr: TraceReader<Time = Time>>(t: &mut Tr, at: Time) {
-    t.set_logical_compaction(AntichainRef::new(&[at]));
-    t.set_physical_compaction(AntichainRef::new(&[at]));
+fn compact<Tr: TraceReader<Time = Time>>(t: &mut Option<Tr>, at: Time) {
+    if let Some(t) = t {
+        t.set_logical_compaction(AntichainRef::new(&[at]));
+        t.set_physical_compaction(AntichainRef::new(&[at]));
+    }
 }
 
 /// Compacts every held trace to `at`: a commit reads as of a boundary B
@@ -316,7 +319,5 @@ pub(super) fn compact_all(h: &mut dataflow::Handles, at: Time) {
     compact(&mut t.user_artist_daily, at);
     compact(&mut t.user_profile, at);
     compact(&mut t.rejected, at);
-    if let Some(l) = h.listens_trace.as_mut() {
-        compact(l, at);
-    }
+    compact(&mut h.listens_trace, at);
 }

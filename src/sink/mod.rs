@@ -43,26 +43,18 @@ impl Staged {
     }
 }
 
-/// Calls `f(key, val, count)` for every row of `trace` with a non-zero count
-/// in its current contents.
-pub fn scan<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, Diff>>, f: impl FnMut(&K, &V, isize))
-where
-    K: Ord + Clone + 'static,
-    V: Ord + Clone + 'static,
-{
-    scan_before(trace, Time::MAX, f)
-}
-
-/// As `scan`, counting only updates at times before `before`: the contents
-/// as of that time, even when later updates are already in the trace.
+/// Calls `f(key, val, count)` for every row of `trace`, counting only
+/// updates at times before `before`: the contents as of that time, even when
+/// later updates are already in the trace.
 pub fn scan_before<K, V>(
-    trace: &mut TraceAgent<ValSpine<K, V, Time, Diff>>,
+    trace: &mut Option<TraceAgent<ValSpine<K, V, Time, Diff>>>,
     before: Time,
     mut f: impl FnMut(&K, &V, isize),
 ) where
     K: Ord + Clone + 'static,
     V: Ord + Clone + 'static,
 {
+    let trace = trace.as_mut().expect("a released trace is not read again");
     let Some(batches) = trace.batches_through(Antichain::<Time>::new().borrow()) else {
         return;
     };

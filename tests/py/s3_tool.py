@@ -95,7 +95,10 @@ def main():
                 print(f"violation: {key} is not a complete Parquet file ({e})")
                 sys.exit(1)
             versions.add(hash(body))
-        print(f"reads {reads} versions {len(versions)}")
+        print(f"reads {reads} versions {len(versions)}", flush=True)
+        # The verdict is out: skip interpreter teardown, where pyarrow's and
+        # boto3's threads once made the exit status non-zero under load.
+        os._exit(0)
     else:
         sys.exit(f"unknown command {cmd}")
 
