@@ -11,25 +11,33 @@ PYTHON     := $(VENV)/bin/python
 BENCH_DIR  ?= .bench
 WORKERS    ?= 2
 
-.PHONY: all build release test pyenv tansu sysdeps lint demo bench bench-continuous clean
+.PHONY: all build release test pyenv tansu sysdeps testdeps lint demo bench bench-continuous clean
 
 all: build
 
-# System packages, from Debian's repositories when missing (root or sudo):
-# OpenSSL's headers for librdkafka's TLS and SASL (zstd, lz4, snappy, zlib
-# and curl are built from source by their crates); stunnel, the TLS
-# terminator in front of tansu for the TLS tests; openssl to make their
-# certificates.
+# System packages, from Debian's repositories when missing (root or sudo).
+# To build: OpenSSL's headers for librdkafka's TLS and SASL (zstd, lz4,
+# snappy, zlib and curl are built from source by their crates). To test:
+# stunnel, the TLS terminator in front of tansu for the TLS tests; openssl
+# to make their certificates; promtool (Debian's prometheus package, not
+# started) to check and unit-test the alert rules in jobs/monitoring/.
+APT_INSTALL = if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
 sysdeps:
 	@missing=""; \
 	pkg-config --exists openssl 2>/dev/null || missing="$$missing libssl-dev pkg-config"; \
+	$(APT_INSTALL)
+
+testdeps: sysdeps
+	@missing=""; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || missing="$$missing stunnel4"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing$$missing"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	$(APT_INSTALL)
 
 build: sysdeps
 	$(CARGO) build
@@ -60,7 +68,7 @@ $(TANSU):
 
 tansu: $(TANSU)
 
-test: sysdeps pyenv tansu
+test: testdeps pyenv tansu
 	SKIPFLOW_PYTHON=$(PYTHON) SKIPFLOW_TANSU=$(TANSU) $(CARGO) test --all-targets -- --test-threads=2
 
 lint:

@@ -22,6 +22,7 @@ use crate::decode;
 use crate::error::{self, Abort};
 use crate::intern::{Interner, Name};
 use crate::mailbox::{self, Mailbox};
+use crate::quality;
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
 use crate::sink::{self, PartRows, Staged};
@@ -54,6 +55,8 @@ pub struct BatchConfig {
     pub topology: Topology,
     /// The job file's `[storage]` table (object-store settings, `lease`).
     pub storage: BTreeMap<String, String>,
+    /// The job file's `[quality]` table: the gates judged before publishing.
+    pub quality: crate::quality::Quality,
 }
 
 /// A bounded read of a Kafka topic.
@@ -173,6 +176,8 @@ struct Ctx {
     run_day: i32,
     /// The output's lock (checked before publishing: a lease can be lost).
     lock: Lock,
+    /// The committer reported a failed quality gate (processes other than 0).
+    gate_failed: AtomicBool,
 }
 
 /// Runs a batch in one process, or as the committer's process of a cluster.
@@ -223,6 +228,7 @@ pub fn run_process(cfg: &BatchConfig) -> Result<Option<BatchOutcome>> {
         run_id: id,
         started,
         run_day: run_day()?,
+        gate_failed: AtomicBool::new(false),
     });
     let done = Arc::new(AtomicBool::new(false));
     let bar = cfg
@@ -243,13 +249,32 @@ pub fn run_process(cfg: &BatchConfig) -> Result<Option<BatchOutcome>> {
     }
     ctx.staging.finish();
     match result {
-        Some(outcomes) => Ok(outcomes.into_iter().flatten().next()),
+        Some(outcomes) => match outcomes.into_iter().flatten().next() {
+            None if ctx.gate_failed.load(Ordering::Relaxed) => Err(error::GateFailed(
+                "a quality gate failed: nothing was published; process 0's run report says which".into(),
+            )
+            .into()),
+            outcome => Ok(outcome),
+        },
         None => {
             // Uploads this process started and nobody completed are aborted.
             let _ = store.clean_staging(&own, false);
             let first = ctx.abort.message().unwrap_or("a worker failed").to_string();
             Err(anyhow!("{first}; no partition was published"))
         }
+    }
+}
+
+/// `Err(GateFailed)` (exit 4) when the run published nothing because a
+/// quality gate failed; the message names the failed checks.
+pub fn gate_verdict(out: &BatchOutcome) -> Result<()> {
+    match quality::failure(&out.report.quality) {
+        Some(why) if !out.report.published => Err(error::GateFailed(format!(
+            "a quality gate failed: {why}; nothing was published (run report: {})",
+            out.report_path.display()
+        ))
+        .into()),
+        _ => Ok(()),
     }
 }
 
@@ -388,13 +413,18 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     let staged = mail.staged.exchange(worker, &c.abort, last, staged)?;
     let outcome = match index {
         0 => {
-            let missing = shares.iter().flat_map(|s| s.missing.iter().copied()).collect();
+            let mut missing: Vec<i32> = shares.iter().flat_map(|s| s.missing.iter().copied()).collect();
+            missing.sort_unstable();
             Some(commit(c, staged, &tallies, range, missing, &sources)?)
         }
         _ => None,
     };
-    mail.done
-        .exchange(worker, &c.abort, 4, outcome.as_ref().map(|_| true))?;
+    let published = mail
+        .done
+        .exchange(worker, &c.abort, 4, outcome.as_ref().map(|o| o.report.published))?;
+    if published.contains(&false) {
+        c.gate_failed.store(true, Ordering::Relaxed);
+    }
     Ok(outcome)
 }
 
@@ -494,24 +524,120 @@ fn stage_owned(
     Ok(staged)
 }
 
-/// The committer: publishes every staged partition, removes the partitions
-/// of the range left without rows, and writes the run report.
+/// The committer: judges the quality gates, then publishes every staged
+/// partition, removes the partitions of the range left without rows, and
+/// writes the run report. A failed gate publishes nothing (the report says
+/// why and the process exits 4).
 fn commit(
     c: &Ctx,
     mut staged: Vec<Staged>,
     tallies: &[Tally],
     range: Option<(i32, i32)>,
-    mut missing: Vec<i32>,
+    missing: Vec<i32>,
     sources: &[Name],
 ) -> Result<BatchOutcome> {
+    let counts = total_counts(tallies);
+    let checks = quality::evaluate(
+        &c.store,
+        &c.cfg.quality,
+        &gate_facts(&counts, &staged, tallies, range, c.cfg.range.is_some()),
+    )?;
+    let mut tables = BTreeMap::new();
+    let published = quality::failure(&checks).is_none();
+    if published {
+        tables = publish(c, &mut staged, range, sources)?;
+    } else {
+        let files: Vec<_> = staged.into_iter().map(|s| s.file).collect();
+        c.staging.discard(&files);
+    }
+    let report = RunReport {
+        run_id: c.run_id.clone(),
+        mode: "batch".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: c.started.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        elapsed_s: (chrono::Utc::now() - c.started).num_milliseconds() as f64 / 1000.0,
+        workers: c.cfg.workers * c.cfg.topology.processes(),
+        range: range.map(|(f, t)| (dates::day_to_string(f), dates::day_to_string(t))),
+        inputs: inputs(c, tallies),
+        counts,
+        tables,
+        missing_window_days: missing.into_iter().map(dates::day_to_string).collect(),
+        published,
+        quality: checks,
+    };
+    let report_path = write_report(&c.store, &report)?;
+    Ok(BatchOutcome { report, report_path })
+}
+
+fn total_counts(tallies: &[Tally]) -> Counts {
+    let mut counts = Counts::default();
+    let mut kept = 0;
+    for t in tallies {
+        counts.add(&t.counts);
+        kept += t.kept;
+    }
+    counts.kept = kept as u64;
+    counts.duplicates = counts.read - counts.rejected - counts.out_of_range - counts.kept;
+    counts
+}
+
+/// What the gates need of this run: its counts, the days it judges, and the
+/// kept events and rows per table of every day it publishes.
+fn gate_facts(
+    counts: &Counts,
+    staged: &[Staged],
+    tallies: &[Tally],
+    range: Option<(i32, i32)>,
+    explicit: bool,
+) -> quality::Facts {
+    let mut written = BTreeMap::new();
+    for s in staged
+        .iter()
+        .filter(|s| s.rows > 0 && quality::VOLUME_TABLES.contains(&s.table))
+    {
+        written.insert((quality::Measure::Rows(s.table), s.day), s.rows as f64);
+    }
+    let in_range = |d: i32| range.is_some_and(|(f, t)| d >= f && d <= t);
+    for (d, n) in tallies.iter().flat_map(|t| &t.kept_days) {
+        if in_range(*d) && *n > 0 {
+            *written.entry((quality::Measure::Kept, *d)).or_insert(0.0) += *n as f64;
+        }
+    }
+    // An explicit range is judged day by day (a day without data in it is
+    // news); a range taken from the data, by the days that have data.
+    let days = match (explicit, range) {
+        (true, Some((f, t))) => (f..=t).collect(),
+        _ => written
+            .keys()
+            .filter(|(m, _)| *m == quality::Measure::Kept)
+            .map(|(_, d)| *d)
+            .collect(),
+    };
+    quality::Facts {
+        counts: counts.clone(),
+        days,
+        written,
+        replaced: range,
+    }
+}
+
+/// Publishes the staged partitions and removes the range's partitions left
+/// without rows: what each table got.
+fn publish(
+    c: &Ctx,
+    staged: &mut Vec<Staged>,
+    range: Option<(i32, i32)>,
+    sources: &[Name],
+) -> Result<BTreeMap<String, TableWrite>> {
     let mut emptied = Vec::new();
     if let Plan::Files(_) = &c.plan {
-        emptied = restage_file_rejects(c, &mut staged, sources)?;
+        emptied = restage_file_rejects(c, staged, sources)?;
     }
     let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
     let mut written: HashSet<(Table, i32)> = HashSet::new();
     staged.sort_by_key(|s| (s.table == Table::RejectedEvents, s.table, s.day));
-    for s in &staged {
+    for s in staged.iter() {
         c.lock.check()?;
         c.store.publish(s.table, s.day, &s.file, true)?;
         written.insert((s.table, s.day));
@@ -528,12 +654,7 @@ fn commit(
         Ok(())
     };
     if let Some((from, to)) = range {
-        for table in [
-            Table::UserDaily,
-            Table::UserTrackDaily,
-            Table::UserArtistDaily,
-            Table::UserProfile28d,
-        ] {
+        for table in quality::VOLUME_TABLES {
             for day in c.store.published_days(table)? {
                 if day >= from && day <= to && !written.contains(&(table, day)) {
                     removed(table, day)?;
@@ -547,31 +668,7 @@ fn commit(
     for t in tables.values_mut() {
         t.days.sort();
     }
-    let mut counts = Counts::default();
-    let mut kept = 0;
-    for t in tallies {
-        counts.add(&t.counts);
-        kept += t.kept;
-    }
-    counts.kept = kept as u64;
-    counts.duplicates = counts.read - counts.rejected - counts.out_of_range - counts.kept;
-    missing.sort_unstable();
-    let report = RunReport {
-        run_id: c.run_id.clone(),
-        mode: "batch".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        started_at: c.started.to_rfc3339(),
-        finished_at: chrono::Utc::now().to_rfc3339(),
-        elapsed_s: (chrono::Utc::now() - c.started).num_milliseconds() as f64 / 1000.0,
-        workers: c.cfg.workers * c.cfg.topology.processes(),
-        range: range.map(|(f, t)| (dates::day_to_string(f), dates::day_to_string(t))),
-        inputs: inputs(c, tallies),
-        counts,
-        tables,
-        missing_window_days: missing.into_iter().map(dates::day_to_string).collect(),
-    };
-    let report_path = write_report(&c.store, &report)?;
-    Ok(BatchOutcome { report, report_path })
+    Ok(tables)
 }
 
 /// What the run read, for its report.

@@ -121,7 +121,8 @@ pub struct RunArgs {
     /// A day is final this long after its end (by the watermark). Default 48h.
     #[arg(long, value_name = "DURATION")]
     pub finalize_after: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9898.
+    /// Serve http://ADDR/metrics (Prometheus), /healthz, /readyz and /status
+    /// (JSON), e.g. 127.0.0.1:9898.
     #[arg(long)]
     pub metrics_addr: Option<String>,
     /// Worker threads (default: number of cores).
@@ -213,9 +214,17 @@ pub fn run_config(a: &RunArgs) -> Result<crate::continuous::RunConfig> {
         workers: default_workers(a.workers.or(job.workers))?,
         epoch,
         metrics_addr: a.metrics_addr.clone().or(job.metrics_addr),
+        health: crate::service::Thresholds {
+            unhealthy_after: match job.unhealthy_after {
+                Some(d) => parse_duration("unhealthy_after", &d)?,
+                None => (3 * commit_interval).max(std::time::Duration::from_secs(60)),
+            },
+            ready_max_lag: job.ready_max_lag.unwrap_or(100_000),
+        },
         discovery_interval: duration("partition_discovery_interval", job.partition_discovery_interval, "30s")?,
         topology: crate::cluster::Topology::parse(&a.cluster)?,
         storage: job.storage.clone(),
+        quality: job.quality.clone(),
         standby: a.standby,
     })
 }
@@ -289,6 +298,11 @@ pub struct JobFile {
     pub commit_interval: Option<String>,
     pub finalize_after: Option<String>,
     pub metrics_addr: Option<String>,
+    /// `/healthz` fails after this long without a commit, or with Kafka
+    /// not answering. Default: 3 commit intervals, at least 60s.
+    pub unhealthy_after: Option<String>,
+    /// `/readyz` succeeds once at most this many messages are unread. Default 100000.
+    pub ready_max_lag: Option<i64>,
     /// Offsets deleted by retention before they were read: go on without
     /// them (counted and logged) instead of failing. Default false.
     pub allow_data_loss: Option<bool>,
@@ -301,6 +315,9 @@ pub struct JobFile {
     /// access_key_id, ...) and `lease`, the lock's lease duration.
     #[serde(default)]
     pub storage: std::collections::BTreeMap<String, String>,
+    /// Quality gates (keys left out keep their defaults; see jobs/daily.toml).
+    #[serde(default)]
+    pub quality: crate::quality::Quality,
 }
 
 impl JobFile {
@@ -312,13 +329,20 @@ impl JobFile {
     pub fn load(path: &Path) -> Result<JobFile> {
         let text =
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read job file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            let at = line
-                .map(|l| format!(" at line {l} ({})", text.lines().nth(l - 1).unwrap_or("").trim()))
-                .unwrap_or_default();
-            bad(format!("job file {} is invalid{at}: {}", path.display(), e.message()))
-        })
+        toml::from_str(&text)
+            .map_err(|e| {
+                let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                let at = line
+                    .map(|l| format!(" at line {l} ({})", text.lines().nth(l - 1).unwrap_or("").trim()))
+                    .unwrap_or_default();
+                bad(format!("job file {} is invalid{at}: {}", path.display(), e.message()))
+            })
+            .and_then(|job: JobFile| {
+                job.quality
+                    .validate()
+                    .map_err(|e| bad(format!("job file {}: {e}", path.display())))?;
+                Ok(job)
+            })
     }
 }
 
@@ -403,6 +427,7 @@ pub fn batch_config(a: &BatchArgs) -> Result<crate::batch::BatchConfig> {
         progress: !a.quiet,
         topology: crate::cluster::Topology::parse(&a.cluster)?,
         storage: job.storage.clone(),
+        quality: job.quality.clone(),
     })
 }
 

@@ -53,6 +53,7 @@ pub fn run(out: &Path, workers: usize) -> Result<String> {
         progress: false,
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
     })?;
     let r = &outcome.report;
     let mut s = String::new();

@@ -2,6 +2,7 @@
 //! through these, never through the CLI.
 //!
 //! - [`ConfigError`]: bad usage or configuration (exit 2).
+//! - [`GateFailed`]: a quality gate failed, nothing published (exit 4).
 //! - [`Abort`]: the first failure of any worker of a run. Every loop that
 //!   waits on other workers checks it, and a panic anywhere in a worker
 //!   thread sets it (see [`install_panic_hook`]), so one failing worker ends
@@ -15,6 +16,12 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// A quality gate with severity `fail` fired: nothing of the run was
+/// published (exit 4).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GateFailed(pub String);
 
 /// A `ConfigError` as an `anyhow::Error`.
 pub fn bad(msg: impl Into<String>) -> anyhow::Error {

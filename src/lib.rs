@@ -20,8 +20,10 @@ pub mod inspect;
 pub mod intern;
 pub mod mailbox;
 pub mod metrics;
+pub mod quality;
 pub mod report;
 pub mod schema;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod store;
@@ -32,6 +34,7 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const LOCKED: u8 = 3;
+    pub const GATE_FAILED: u8 = 4;
 }
 
 /// The exit code an error maps to.
@@ -40,6 +43,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         exit::LOCKED
     } else if e.downcast_ref::<error::ConfigError>().is_some() {
         exit::USAGE
+    } else if e.downcast_ref::<error::GateFailed>().is_some() {
+        exit::GATE_FAILED
     } else {
         exit::FAILURE
     }

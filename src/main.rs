@@ -29,6 +29,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 Some(out) => {
                     print!("{}", skipflow::report::summary(&out.report));
                     println!("run report: {}", out.report_path.display());
+                    batch::gate_verdict(&out)?;
                 }
                 None => eprintln!(
                     "skipflow batch: process {} of {} done; process 0 published and wrote the run report",

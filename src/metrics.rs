@@ -1,12 +1,16 @@
 //! Prometheus metrics of a continuous run, served on `--metrics-addr`
-//! (`GET /metrics`, text exposition format).
+//! (`GET /metrics`, text exposition format) by `crate::service`.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 use std::sync::Arc;
+
+/// Every metric's name starts with `skipflow_`.
+const PREFIX: &str = "skipflow";
 
 /// The metrics skipflow exports.
 pub struct Metrics {
@@ -37,7 +41,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Result<Arc<Metrics>> {
-        let r = Registry::new_custom(Some("skipflow".into()), None)?;
+        let r = Registry::new_custom(Some(PREFIX.into()), None)?;
         let m = Metrics {
             events: IntGaugeVec::new(
                 Opts::new("events", "records read by this process, by class"),
@@ -83,20 +87,42 @@ impl Metrics {
             rss: IntGauge::new("resident_memory_bytes", "resident memory at the last commit")?,
             registry: r,
         };
-        m.registry.register(Box::new(m.events.clone()))?;
-        m.registry.register(Box::new(m.lag.clone()))?;
-        m.registry.register(Box::new(m.commits.clone()))?;
-        m.registry.register(Box::new(m.last_commit_timestamp.clone()))?;
-        m.registry.register(Box::new(m.last_commit_duration.clone()))?;
-        m.registry.register(Box::new(m.partitions_published.clone()))?;
-        m.registry.register(Box::new(m.open_days.clone()))?;
-        m.registry.register(Box::new(m.kafka_errors.clone()))?;
-        m.registry.register(Box::new(m.arrangement_records.clone()))?;
-        m.registry.register(Box::new(m.watermark.clone()))?;
-        m.registry.register(Box::new(m.final_through.clone()))?;
-        m.registry.register(Box::new(m.freshness.clone()))?;
-        m.registry.register(Box::new(m.rss.clone()))?;
+        for c in m.collectors() {
+            m.registry.register(c)?;
+        }
         Ok(Arc::new(m))
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.events.clone()),
+            Box::new(self.lag.clone()),
+            Box::new(self.commits.clone()),
+            Box::new(self.last_commit_timestamp.clone()),
+            Box::new(self.last_commit_duration.clone()),
+            Box::new(self.partitions_published.clone()),
+            Box::new(self.open_days.clone()),
+            Box::new(self.kafka_errors.clone()),
+            Box::new(self.arrangement_records.clone()),
+            Box::new(self.watermark.clone()),
+            Box::new(self.final_through.clone()),
+            Box::new(self.freshness.clone()),
+            Box::new(self.rss.clone()),
+        ]
+    }
+
+    /// The name of every metric family exported (labelled ones included
+    /// before their first value), as dashboards and alert rules use them.
+    pub fn names(&self) -> Vec<String> {
+        self.collectors()
+            .iter()
+            .flat_map(|c| {
+                c.desc()
+                    .into_iter()
+                    .map(|d| format!("{PREFIX}_{}", d.fq_name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The text exposition of every metric.
@@ -104,30 +130,5 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
-    }
-
-    /// Serves `GET /metrics` on `addr` from a background thread.
-    pub fn serve(self: &Arc<Self>, addr: &str) -> Result<()> {
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| crate::error::ConfigError(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
-        let m = self.clone();
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for req in server.incoming_requests() {
-                    let resp = if req.url() == "/metrics" {
-                        tiny_http::Response::from_string(m.render()).with_header(
-                            "Content-Type: text/plain; version=0.0.4"
-                                .parse::<tiny_http::Header>()
-                                .expect("header"),
-                        )
-                    } else {
-                        tiny_http::Response::from_string("see /metrics").with_status_code(404)
-                    };
-                    let _ = req.respond(resp);
-                }
-            })
-            .map_err(|e| anyhow!("starting the metrics server: {e}"))?;
-        Ok(())
     }
 }

@@ -81,6 +81,10 @@ pub struct RunReport {
     pub tables: BTreeMap<String, TableWrite>,
     /// Window days before the range that had no `user_daily` partition.
     pub missing_window_days: Vec<String>,
+    /// Whether the run's partitions were published (false: a quality gate failed).
+    pub published: bool,
+    /// Every quality gate check, with its value, threshold, baseline and outcome.
+    pub quality: Vec<crate::quality::Check>,
 }
 
 /// The run summary table printed after a batch run.
@@ -124,6 +128,7 @@ pub fn summary(r: &RunReport) -> String {
             name, t.partitions_written, t.partitions_removed, t.rows, t.bytes
         );
     }
+    quality_summary(&mut s, &r.quality, r.published);
     if !r.missing_window_days.is_empty() {
         let _ = writeln!(
             s,
@@ -132,6 +137,38 @@ pub fn summary(r: &RunReport) -> String {
         );
     }
     s
+}
+
+/// The gates in the summary: counts by outcome, then every check that
+/// warned or failed.
+fn quality_summary(s: &mut String, checks: &[crate::quality::Check], published: bool) {
+    use crate::quality::Outcome;
+    use std::fmt::Write as _;
+    if checks.is_empty() {
+        return;
+    }
+    let counts: Vec<String> = crate::quality::tally(checks)
+        .into_iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let _ = writeln!(s, "\nquality gates: {} checks: {}", checks.len(), counts.join(", "));
+    // Failures first; at most SHOWN lines (the run report has them all).
+    const SHOWN: usize = 12;
+    let mut fired: Vec<&crate::quality::Check> = checks
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Warn | Outcome::Fail))
+        .collect();
+    fired.sort_by_key(|c| c.outcome != Outcome::Fail);
+    for c in fired.iter().take(SHOWN) {
+        let tag = if c.outcome == Outcome::Fail { "FAIL" } else { "warn" };
+        let _ = writeln!(s, "  {tag} {}", c.line());
+    }
+    if fired.len() > SHOWN {
+        let _ = writeln!(s, "  ... and {} more in the run report", fired.len() - SHOWN);
+    }
+    if !published {
+        let _ = writeln!(s, "a quality gate failed: nothing was published");
+    }
 }
 
 /// Resident set size of this process in MB (Linux; 0 elsewhere).

@@ -27,6 +27,7 @@ fn one_process(inputs: &[PathBuf], out: &Path, workers: usize, topology: Topolog
         progress: false,
         topology,
         storage: Default::default(),
+        quality: Default::default(),
     })
     .expect("batch run");
 }

@@ -53,7 +53,9 @@ fn batch_equals_continuous_after_bursts_across_commits() {
         discovery_interval: Duration::from_secs(30),
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
         standby: false,
+        health: Default::default(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (c2, s2) = (cfg.clone(), stop.clone());
@@ -187,7 +189,9 @@ fn the_final_commit_on_stop_publishes_everything_it_read() {
         discovery_interval: Duration::from_secs(30),
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
         standby: false,
+        health: Default::default(),
     };
     // Only the final commit: the interval is far away.
     let stop = Arc::new(AtomicBool::new(false));

@@ -87,7 +87,9 @@ impl Job {
             discovery_interval: Duration::from_secs(30),
             topology: Default::default(),
             storage: Default::default(),
+            quality: Default::default(),
             standby: false,
+            health: Default::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
@@ -398,6 +400,7 @@ fn success_late_events_and_open_day_updates_follow_the_watermark() {
         progress: false,
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
     })
     .unwrap();
     let expected = features(output::read_tables(&bout));

@@ -200,7 +200,9 @@ fn pyarrow_and_duckdb_read_continuous_outputs_with_late_events() {
         discovery_interval: std::time::Duration::from_secs(30),
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
         standby: false,
+        health: Default::default(),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (c2, s2) = (cfg.clone(), stop.clone());

@@ -53,6 +53,8 @@ pub(super) struct Gather {
     /// Updates held per arrangement (this worker's share).
     pub sizes: Vec<(String, i64)>,
     pub kafka_errors: u64,
+    /// Since when (epoch ms) Kafka has not been answering this worker.
+    pub failing_since: Option<i64>,
     /// First and last listen day this worker has seen.
     pub seen: Option<(i32, i32)>,
     /// A stop was requested: this boundary is the last one.
@@ -215,6 +217,7 @@ fn gather_mine(c: &Ctx, w: &mut WorkerState, b: Time, positions: Vec<(i32, i64)>
         arrivals: std::mem::take(&mut w.feeder.arrivals).into_iter().collect(),
         sizes: sizes.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
         kafka_errors: w.reader.errors(),
+        failing_since: w.reader.failing_since(),
         seen,
         stop: c.stop.load(std::sync::atomic::Ordering::SeqCst),
     }

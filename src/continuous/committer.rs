@@ -10,6 +10,7 @@ use super::Ctx;
 use crate::dataflow::Time;
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
+use crate::service::{LastCommit, PartitionStatus, Snapshot};
 use crate::sink::Staged;
 use crate::source::kafka::PartitionState;
 use anyhow::Result;
@@ -39,6 +40,7 @@ struct Merged {
     arrivals: BTreeMap<i64, u64>,
     sizes: BTreeMap<String, i64>,
     kafka_errors: u64,
+    failing_since: Option<i64>,
     seen: Option<(i32, i32)>,
 }
 
@@ -62,6 +64,10 @@ fn merge(all: &[Gather]) -> Merged {
             *m.sizes.entry(name.clone()).or_insert(0) += n;
         }
         m.kafka_errors += g.kafka_errors;
+        m.failing_since = match (m.failing_since, g.failing_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         m.seen = match (m.seen, g.seen) {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
             (x, y) => x.or(y),
@@ -107,6 +113,12 @@ impl Committer {
                 *self.carry_arrivals.entry(s).or_insert(0) += n;
             }
             tracing::info!(boundary = b, "replaying to the checkpoint; nothing published");
+            c.status.record(Snapshot {
+                replaying: true,
+                stopping: last,
+                kafka_failing_since_ms: m.failing_since,
+                ..Default::default()
+            });
             let as_of = self.ck.first_day.zip(self.ck.last_day);
             return Ok(Decision {
                 final_through: old_final,
@@ -135,8 +147,25 @@ impl Committer {
         c.commits.fetch_add(1, Ordering::SeqCst);
         let mut report_ck = self.ck.clone();
         report_ck.counts = report_counts;
-        write_commit_report(c, &report_ck, &staged, started)?;
+        let report = write_commit_report(c, &report_ck, &staged, started)?;
         self.after_checkpoint(c, &report_ck, &m, staged.len(), started);
+        c.status.record(Snapshot {
+            replaying: false,
+            stopping: last,
+            last_commit: Some(LastCommit {
+                number: report_ck.commits,
+                at: report_ck.committed_at.clone(),
+                duration_s: started.elapsed().as_secs_f64(),
+                partitions_published: staged.len(),
+            }),
+            partitions: partitions(&report_ck, &m.states),
+            watermark_ms: report_ck.watermark_ms,
+            final_through: report_ck.final_through,
+            open_days: open_days(&m, report_ck.final_through),
+            kafka_failing_since_ms: m.failing_since,
+            kafka_errors: m.kafka_errors,
+            last_report: serde_json::to_value(&report).ok(),
+        });
         tracing::info!(
             boundary = b,
             partitions = staged.len(),
@@ -213,15 +242,9 @@ impl Committer {
     /// truth) and metrics, once a checkpoint is written.
     fn after_checkpoint(&mut self, c: &Ctx, ck: &Checkpoint, g: &Merged, published: usize, started: Instant) {
         let m = &c.metrics;
-        for s in &g.states {
-            // From the reader's last fetch: no broker call (commits go on during an outage).
-            let lag = if s.caught_up {
-                Some(0)
-            } else {
-                s.high.map(|high| (high - s.position).max(0))
-            };
-            if let Some(l) = lag {
-                m.lag.with_label_values(&[&s.partition.to_string()]).set(l);
+        for p in partitions(ck, &g.states) {
+            if let Some(l) = p.lag {
+                m.lag.with_label_values(&[&p.partition.to_string()]).set(l);
             }
         }
         if let Some(consumer) = &self.offsets {
@@ -246,9 +269,7 @@ impl Committer {
         ] {
             m.events.with_label_values(&[class]).set(v as i64);
         }
-        let last_final = ck.final_through.unwrap_or(i32::MIN);
-        m.open_days
-            .set(g.kept_days.iter().filter(|(d, n)| **d > last_final && **n > 0).count() as i64);
+        m.open_days.set(open_days(g, ck.final_through).len() as i64);
         for (name, n) in &g.sizes {
             m.arrangement_records.with_label_values(&[name]).set(*n);
         }
@@ -279,6 +300,38 @@ impl Committer {
     }
 }
 
+/// Each partition as of a commit: the checkpoint's offset, the reader's
+/// position, and the lag from the reader's last fetch (no broker call:
+/// commits go on during an outage).
+fn partitions(ck: &Checkpoint, states: &[PartitionState]) -> Vec<PartitionStatus> {
+    let mut v: Vec<PartitionStatus> = states
+        .iter()
+        .map(|s| PartitionStatus {
+            partition: s.partition,
+            offset: ck.offsets.get(&s.partition).copied().unwrap_or(s.position),
+            position: s.position,
+            high: s.high,
+            lag: match s.caught_up {
+                true => Some(0),
+                false => s.high.map(|high| (high - s.position).max(0)),
+            },
+            caught_up: s.caught_up,
+            latest_ms: s.latest_ts,
+        })
+        .collect();
+    v.sort_by_key(|p| p.partition);
+    v
+}
+
+/// The days with kept listens that are not final.
+fn open_days(g: &Merged, final_through: Option<i32>) -> Vec<String> {
+    g.kept_days
+        .iter()
+        .filter(|(d, n)| final_through.is_none_or(|f| **d > f) && **n > 0)
+        .map(|(d, _)| crate::dates::day_to_string(*d))
+        .collect()
+}
+
 /// Makes the staged partitions visible (a partition staged without rows is
 /// removed); `rejected_events` partitions of final days keep `_SUCCESS`.
 fn publish_staged(c: &Ctx, staged: &[Staged], old_final: Option<i32>) -> Result<()> {
@@ -299,7 +352,7 @@ fn publish_staged(c: &Ctx, staged: &[Staged], old_final: Option<i32>) -> Result<
 
 /// The run report of one commit: counts since the output's first start, the
 /// accounting identity, and the partitions this commit replaced.
-fn write_commit_report(c: &Ctx, ck: &Checkpoint, staged: &[Staged], t: Instant) -> Result<()> {
+fn write_commit_report(c: &Ctx, ck: &Checkpoint, staged: &[Staged], t: Instant) -> Result<RunReport> {
     let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
     for s in staged {
         let w = tables.entry(s.table.name().to_string()).or_default();
@@ -330,7 +383,9 @@ fn write_commit_report(c: &Ctx, ck: &Checkpoint, staged: &[Staged], t: Instant) 
         counts: ck.counts.clone(),
         tables,
         missing_window_days: vec![],
+        published: true,
+        quality: vec![],
     };
     crate::batch::write_report(&c.store, &report)?;
-    Ok(())
+    Ok(report)
 }

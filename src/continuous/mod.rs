@@ -82,14 +82,18 @@ pub struct RunConfig {
     pub workers: usize,
     /// Length of one epoch (input time step).
     pub epoch: Duration,
-    /// Where to serve Prometheus metrics (process 0 of a cluster).
+    /// Where to serve metrics, health, readiness and status (process 0 of a cluster).
     pub metrics_addr: Option<String>,
+    /// When `/healthz` turns unhealthy and `/readyz` ready.
+    pub health: crate::service::Thresholds,
     /// How often the topic is checked for partitions added to it.
     pub discovery_interval: Duration,
     /// This process's place among the run's processes.
     pub topology: Topology,
     /// The job file's `[storage]` table (object-store settings, `lease`).
     pub storage: BTreeMap<String, String>,
+    /// The job file's `[quality]` table: judged when a day is finalized.
+    pub quality: crate::quality::Quality,
     /// Wait while another run holds the output, and take over when it
     /// stops, dies or loses its lease (a hot standby).
     pub standby: bool,
@@ -120,6 +124,7 @@ struct Ctx {
     started: chrono::DateTime<chrono::Utc>,
     /// Served by process 0, updated by the committer.
     metrics: Arc<crate::metrics::Metrics>,
+    status: Arc<crate::service::Status>,
     /// Partitions of the topic, new ones included (a process-local cache).
     discovery: Discovery,
     /// Commits published (counted by the committer, in process 0).
@@ -149,9 +154,10 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         checkpoint::mark_final(&store, i32::MIN, f)?;
     }
     let metrics = crate::metrics::Metrics::new()?;
+    let status = crate::service::Status::new(&cfg.kafka.topic, &store.describe(), cfg.health);
     if let (true, Some(addr)) = (first, &cfg.metrics_addr) {
-        metrics.serve(addr)?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        status.serve(addr, metrics.clone())?;
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz and /status");
     }
     tracing::info!(
         topic = %cfg.kafka.topic,
@@ -174,6 +180,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
         run_day: crate::dates::today(),
         started: chrono::Utc::now(),
         metrics,
+        status,
         commits: AtomicU32::new(0),
     });
     let done = Arc::new(AtomicBool::new(false));

@@ -141,3 +141,12 @@ pub fn late_rows(out: &Store, day: i32) -> Result<Vec<LateRow>> {
     }
     Ok(rows)
 }
+
+/// Kept events of a published day: the sum of its `user_daily.listens`.
+pub fn day_listens(out: &Store, day: i32) -> Result<i64> {
+    let mut n = 0;
+    for b in &out.read_partition(Table::UserDaily, day)? {
+        n += i64_col(b, "listens")?.iter().flatten().sum::<i64>();
+    }
+    Ok(n)
+}

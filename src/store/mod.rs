@@ -38,6 +38,14 @@ pub fn partition_dir(day: i32) -> String {
 }
 
 /// The key of a partition's directory under the root.
+/// Rows, bytes and schema of a published partition, from its footers.
+#[derive(Debug, Default)]
+pub struct Footer {
+    pub rows: i64,
+    pub bytes: u64,
+    pub schema: Option<arrow_schema::Schema>,
+}
+
 pub fn partition_key(table: Table, day: i32) -> String {
     format!("{}/{}", table.name(), partition_dir(day))
 }
@@ -180,27 +188,43 @@ impl Store {
 
     /// Rows and bytes of a published partition's data files (from their footers).
     pub fn partition_summary(&self, table: Table, day: i32) -> Result<(i64, u64)> {
+        let f = self.partition_footer(table, day)?;
+        Ok((f.rows, f.bytes))
+    }
+
+    /// What the footers of a published partition's data files say (zero
+    /// rows and no schema when it is absent).
+    pub fn partition_footer(&self, table: Table, day: i32) -> Result<Footer> {
         use parquet::file::reader::{FileReader, SerializedFileReader};
-        let (mut rows, mut bytes) = (0i64, 0u64);
+        let mut f = Footer::default();
+        let mut add = |reader: &dyn FileReader, bytes: u64| -> Result<()> {
+            let meta = reader.metadata().file_metadata();
+            f.rows += meta.num_rows();
+            f.bytes += bytes;
+            if f.schema.is_none() {
+                f.schema = Some(parquet::arrow::parquet_to_arrow_schema(
+                    meta.schema_descr(),
+                    meta.key_value_metadata(),
+                )?);
+            }
+            Ok(())
+        };
         match &*self.backend {
             Backend::Local(p) => {
-                for f in local::data_files(&p.join(partition_key(table, day)))? {
-                    let file = std::fs::File::open(&f)?;
-                    bytes += file.metadata()?.len();
-                    rows += SerializedFileReader::new(file)?.metadata().file_metadata().num_rows();
+                for path in local::data_files(&p.join(partition_key(table, day)))? {
+                    let file = std::fs::File::open(&path)?;
+                    let len = file.metadata()?.len();
+                    add(&SerializedFileReader::new(file)?, len)?;
                 }
             }
             Backend::Object(b) => {
                 for data in b.data_files(&partition_key(table, day))? {
-                    bytes += data.len() as u64;
-                    rows += SerializedFileReader::new(bytes::Bytes::from(data))?
-                        .metadata()
-                        .file_metadata()
-                        .num_rows();
+                    let len = data.len() as u64;
+                    add(&SerializedFileReader::new(bytes::Bytes::from(data))?, len)?;
                 }
             }
         }
-        Ok((rows, bytes))
+        Ok(f)
     }
 
     /// Whether a partition has `_SUCCESS`.

@@ -38,6 +38,7 @@ pub fn batch_run(addr: &str, out: &Path) -> (Tables, RunReport) {
         progress: false,
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
     })
     .expect("batch run over the topic");
     (output::read_tables(out), r.report)

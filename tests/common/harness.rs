@@ -18,6 +18,7 @@ pub fn batch(inputs: &[PathBuf], out: &Path, range: Option<(i32, i32)>, workers:
         progress: false,
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
     };
     batch::run(&cfg).expect("batch run").report
 }

@@ -87,6 +87,7 @@ pub fn kafka_batch(addr: &str, out: &Path, range: Option<(i32, i32)>, workers: u
         progress: false,
         topology: Default::default(),
         storage: Default::default(),
+        quality: Default::default(),
     };
     batch::run(&cfg).map(|o| o.report)
 }

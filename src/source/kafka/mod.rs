@@ -25,7 +25,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -115,9 +115,25 @@ pub struct ErrorStats {
     pub total: AtomicU64,
     /// Errors since data last flowed (a streak; 0 when healthy).
     pub streak: AtomicU64,
+    /// When the streak began and when its last error came (epoch ms).
+    pub streak_since_ms: AtomicI64,
+    pub last_error_ms: AtomicI64,
     /// Log errors at debug level only (a helper client whose errors the
     /// reading consumers report already).
     pub silent: AtomicBool,
+}
+
+impl ErrorStats {
+    /// Since when (epoch ms) the client has been failing: a streak of
+    /// errors whose last one is recent. librdkafka reports a broker it
+    /// cannot reach at least every 30 s (identical errors are suppressed
+    /// in between), so 60 s without an error count as answering again: on
+    /// an idle topic no message comes to end the streak.
+    pub fn failing_since(&self) -> Option<i64> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let recent = now - self.last_error_ms.load(Ordering::Relaxed) < 60_000;
+        (self.streak.load(Ordering::Relaxed) > 0 && recent).then(|| self.streak_since_ms.load(Ordering::Relaxed))
+    }
 }
 
 impl Ctx {
@@ -156,7 +172,12 @@ impl Ctx {
             return;
         }
         self.errors.total.fetch_add(1, Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp_millis();
+        self.errors.last_error_ms.store(now, Ordering::Relaxed);
         let first = self.errors.streak.fetch_add(1, Ordering::Relaxed) == 0;
+        if first {
+            self.errors.streak_since_ms.store(now, Ordering::Relaxed);
+        }
         // After a fatal error, the transport errors that follow it are noise.
         let fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).is_some();
         if first && !fatal && !self.errors.silent.load(Ordering::Relaxed) {

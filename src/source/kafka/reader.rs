@@ -180,6 +180,11 @@ impl KafkaReader {
             .map_or(0, |c| c.context().errors.total.load(Ordering::Relaxed))
     }
 
+    /// Since when (epoch ms) Kafka has not been answering this reader.
+    pub fn failing_since(&self) -> Option<i64> {
+        self.consumer.as_ref().and_then(|c| c.context().errors.failing_since())
+    }
+
     /// Records lost to retention and skipped (`allow_data_loss`).
     pub fn lost(&self) -> u64 {
         self.lost
