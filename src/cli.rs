@@ -32,7 +32,9 @@ pub enum Command {
     /// Bounded run over files or a Kafka topic for a range of days; replaces
     /// every partition of the range as a whole.
     #[command(after_help = "Exit codes: 0 every partition written; 2 bad usage or configuration; \
-3 the output directory is locked by another run; 1 any other failure (nothing was published).")]
+3 the output directory is locked by another run; 4 a quality gate of the job file's [quality] \
+failed (nothing was published; the summary and the run report say which check); 1 any other \
+failure (nothing was published).")]
     Batch(BatchArgs),
     /// Continuous incremental run following a Kafka topic (and partitions
     /// added to it): publishes changed partitions every commit interval,
@@ -52,8 +54,16 @@ A broker that is down or unreachable is waited for, not an error."
     Broker(BrokerArgs),
     /// Writes realistic synthetic listen events: NDJSON to a file, or produced to Kafka.
     Generate(GenerateArgs),
-    /// Shows tables, partitions, row counts and schemas of an output directory.
+    /// Shows tables, partitions, row counts and schemas of an output; with
+    /// --day, each partition's Parquet metadata (row groups, compressed and
+    /// uncompressed sizes, min/max and null counts per column) and its first
+    /// rows; --json for scripts.
     Inspect(InspectArgs),
+    /// Releases a final day that a failed quality gate holds (continuous
+    /// mode): writes its `_SUCCESS` markers and records the acceptance; a
+    /// running `skipflow run` drops it from its held days at its next commit.
+    #[command(after_help = "Exit codes: 0 accepted; 2 the day is not held (or bad usage); 1 any other failure.")]
+    Accept(AcceptArgs),
     /// The whole tour: an in-process Kafka filled with a generated dirty week,
     /// the batch job from it into ./out, and what it wrote and how to open it.
     Demo,
@@ -280,6 +290,33 @@ pub struct InspectArgs {
     /// Rows to show with --day.
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
+    /// JSON for scripts: tables, partitions (day, rows, bytes, final) and,
+    /// with --day, each file's row groups and column statistics.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AcceptArgs {
+    /// Output of a continuous run: a local directory, s3://... or gs://...
+    pub dir: PathBuf,
+    /// The held day to release (YYYY-MM-DD; `skipflow inspect` and /status list them).
+    #[arg(long)]
+    pub day: String,
+    /// A job file for its [storage] settings (object stores).
+    #[arg(long)]
+    pub job: Option<PathBuf>,
+}
+
+/// `skipflow accept`: releases a held day; what it did, for the operator.
+pub fn accept(a: &AcceptArgs) -> Result<String> {
+    let job = JobFile::load_opt(a.job.as_deref())?;
+    let store = crate::store::Store::open(&a.dir, &job.storage)?;
+    let (why, marked) = crate::continuous::accept(&store, &a.day)?;
+    Ok(format!(
+        "accepted {}: _SUCCESS written to {marked} partitions (it was held for: {why})\n",
+        a.day
+    ))
 }
 
 /// A job file: the same settings as the flags, documented in `jobs/*.toml`.

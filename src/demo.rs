@@ -68,7 +68,7 @@ pub fn run(out: &Path, workers: usize) -> Result<String> {
     writeln!(s)?;
     s.push_str(&crate::report::summary(r));
     writeln!(s)?;
-    s.push_str(&crate::inspect::inspect(out, None, None, 0)?);
+    s.push_str(&crate::inspect::inspect(out, &Default::default())?);
     if let Some(user) = a_user_with_a_profile(out)? {
         writeln!(s, "\n{user}")?;
     }

@@ -41,10 +41,13 @@ fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Generate(a) => cli::generate(&a),
         Command::Inspect(a) => {
-            print!(
-                "{}",
-                inspect::inspect(&a.dir, a.table.as_deref(), a.day.as_deref(), a.limit)?
-            );
+            let o = inspect::Options {
+                table: a.table.as_deref(),
+                day: a.day.as_deref(),
+                limit: a.limit,
+                json: a.json,
+            };
+            print!("{}", inspect::inspect(&a.dir, &o)?);
             Ok(())
         }
         Command::Demo => {
@@ -55,6 +58,10 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Broker(a) => cli::broker(&a),
+        Command::Accept(a) => {
+            print!("{}", cli::accept(&a)?);
+            Ok(())
+        }
         Command::Run(a) => {
             let cfg = cli::run_config(&a)?;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub freshness: Histogram,
     /// Resident memory of the process (bytes) at the last commit.
     pub rss: IntGauge,
+    /// Final days held by a failed quality gate (no `_SUCCESS` until accepted).
+    pub days_held: IntGauge,
+    /// Quality gate checks judged at finalizations, by outcome.
+    pub quality_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -85,6 +89,17 @@ impl Metrics {
                 ]),
             )?,
             rss: IntGauge::new("resident_memory_bytes", "resident memory at the last commit")?,
+            days_held: IntGauge::new(
+                "days_held",
+                "final days a quality gate failed: no _SUCCESS until `skipflow accept DIR --day D`",
+            )?,
+            quality_checks: IntCounterVec::new(
+                Opts::new(
+                    "quality_checks_total",
+                    "quality gate checks judged when days were finalized",
+                ),
+                &["outcome"],
+            )?,
             registry: r,
         };
         for c in m.collectors() {
@@ -108,6 +123,8 @@ impl Metrics {
             Box::new(self.final_through.clone()),
             Box::new(self.freshness.clone()),
             Box::new(self.rss.clone()),
+            Box::new(self.days_held.clone()),
+            Box::new(self.quality_checks.clone()),
         ]
     }
 

@@ -71,6 +71,9 @@ pub struct Snapshot {
     pub final_through: Option<i32>,
     /// Days with listens in the state (not final yet).
     pub open_days: Vec<String>,
+    /// Final days a quality gate failed, held without `_SUCCESS` until
+    /// `skipflow accept`: day -> the failed checks.
+    pub held_days: std::collections::BTreeMap<String, String>,
     /// Since when (epoch ms) Kafka has not been answering, if it is not.
     pub kafka_failing_since_ms: Option<i64>,
     pub kafka_errors: u64,

@@ -342,3 +342,115 @@ fn cli_exits_4_with_one_line_and_publishes_no_partition_when_a_gate_fails() {
     assert_eq!(code, 2, "{log}");
     assert!(line.contains("rejected_share.max"), "{log}");
 }
+
+/// Produces `lines` to `TOPIC` with message timestamps `ts`.
+fn produce_at(addr: &str, recs: &[(String, i64)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    for (v, ts) in recs {
+        p.send(
+            BaseRecord::<[u8], [u8]>::to(common::kafka::TOPIC)
+                .payload(v.as_bytes())
+                .timestamp(*ts),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(std::time::Duration::from_secs(30)).unwrap();
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn continuous_holds_a_day_that_fails_a_gate_until_it_is_accepted() {
+    let k = skipflow::broker::EmbeddedKafka::start(None).unwrap();
+    k.create_topic(common::kafka::TOPIC, 2).unwrap();
+    // Days 0..=7 with 10 listens, day 8 with 30 (3x the median), one listen
+    // on day 10 to move the watermark past day 8's end plus an hour.
+    let mut recs = Vec::new();
+    for (d, n) in [10, 10, 10, 10, 10, 10, 10, 10, 30].iter().enumerate() {
+        for i in 0..*n {
+            let e = event(&format!("e{d}-{i}"), &format!("u{i}"), d as i32, i as i64);
+            recs.push((e, (BASE_DAY + d as i32) as i64 * DAY_MS + 4_000_000));
+        }
+    }
+    recs.push((
+        event("late-mover", "u0", 10, 0),
+        (BASE_DAY + 10) as i64 * DAY_MS + 7_200_000,
+    ));
+    produce_at(k.bootstrap(), &recs);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "finalize_after = \"1h\"\n[quality]\nkept_volume = { min_ratio = 0.5, max_ratio = 2.0, severity = \"fail\" }\n",
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", common::tansu::free_port());
+    let mut child = common::cont::skipflow_run(k.bootstrap(), &out)
+        .args(["--commit-interval", "300ms", "--workers", "2", "--metrics-addr", &addr])
+        .arg("--job")
+        .arg(&job)
+        .spawn()
+        .unwrap();
+    let day = |d: i32| skipflow::dates::day_to_string(BASE_DAY + d);
+    let success = |d: i32| out.join(format!("user_daily/dt={}/_SUCCESS", day(d))).exists();
+    let status = || -> serde_json::Value {
+        let text = common::cont::http_get(&addr, "/status");
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    };
+    wait_until("days 0..=7 final", || (0..8).all(success));
+    wait_until("day 8 held in /status", || {
+        status()["commit"]["held_days"].get(day(8)).is_some()
+    });
+    let s = status();
+    let why = s["commit"]["held_days"][day(8)].as_str().unwrap().to_string();
+    assert!(why.contains("kept_volume"), "{why}");
+    assert_eq!(s["commit"]["held_days"].as_object().unwrap().len(), 1, "{s}");
+    assert!(!success(8), "a held day has no _SUCCESS");
+    assert!(
+        out.join(format!("user_daily/dt={}/part-00000.parquet", day(8)))
+            .exists(),
+        "its rows are published"
+    );
+    let metrics = common::cont::http_get(&addr, "/metrics");
+    assert!(metrics.contains("skipflow_days_held 1"), "{metrics}");
+    assert!(
+        metrics.contains("skipflow_quality_checks_total{outcome=\"fail\"} 1"),
+        "{metrics}"
+    );
+    // The checkpoint holds it, and the commit's report has the checks.
+    let ck = skipflow::continuous::read_checkpoint(&out).unwrap().unwrap();
+    assert!(ck.held.contains_key(&day(8)));
+
+    // accept: a day that is not held is a usage error; the held one is released.
+    let o = out.to_str().unwrap();
+    let (code, line, _) = skipflow(&["accept", o, "--day", &day(7)]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("is not held"), "{line}");
+    let (code, line, log) = skipflow(&["accept", o, "--day", &day(8)]);
+    assert_eq!(code, 0, "{line}{log}");
+    assert!(log.contains(&format!("accepted {}", day(8))), "{log}");
+    assert!(success(8));
+    wait_until("no held day in /status", || {
+        status()["commit"]["held_days"]
+            .as_object()
+            .is_some_and(|h| h.is_empty())
+    });
+    assert!(common::cont::http_get(&addr, "/metrics").contains("skipflow_days_held 0"));
+    common::cont::sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    let ck = skipflow::continuous::read_checkpoint(&out).unwrap().unwrap();
+    assert!(ck.held.is_empty(), "{:?}", ck.held);
+}

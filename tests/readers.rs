@@ -286,3 +286,106 @@ fn pyarrow_and_duckdb_read_continuous_outputs_with_late_events() {
         Some(final_parts),
     );
 }
+
+/// DuckDB's `parquet_metadata` of one file, as JSON rows.
+fn duckdb_parquet_metadata(python: &str, file: &str) -> Vec<Value> {
+    let script = r#"
+import duckdb, json, sys
+rows = duckdb.sql("""select row_group_id, row_group_num_rows, path_in_schema, total_compressed_size,
+  total_uncompressed_size, stats_null_count, coalesce(stats_min_value, stats_min), coalesce(stats_max_value, stats_max)
+  from parquet_metadata(?) order by row_group_id, column_id""", params=[sys.argv[1]]).fetchall()
+keys = ["rg", "rows", "path", "compressed", "uncompressed", "nulls", "min", "max"]
+print(json.dumps([dict(zip(keys, [str(v) if k in ("min", "max") and v is not None else v for k, v in zip(keys, r)])) for r in rows]))
+"#;
+    let out = run(Command::new(python).args(["-c", script, file]));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn inspect_json_parquet_view_matches_duckdbs_parquet_metadata() {
+    let python = python();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let out = dir.path().join("out");
+    run(Command::new(BIN)
+        .args(["generate", "--users", "100", "--days", "2", "--seed", "5", "--output"])
+        .arg(&events));
+    run(Command::new(BIN)
+        .args(["batch", "--quiet", "--workers", "2", "--input"])
+        .arg(&events)
+        .arg("--output")
+        .arg(&out));
+    let tables = output::read_tables(&out);
+    for table in ["user_daily", "user_profile_28d"] {
+        let (day, rows) = tables[table].iter().next().map(|(d, r)| (d.clone(), r.len())).unwrap();
+        let text = run(Command::new(BIN)
+            .arg("inspect")
+            .arg(&out)
+            .args(["--table", table, "--day", &day, "--json"]));
+        let v: Value = serde_json::from_slice(&text.stdout).unwrap();
+        let part = &v["tables"][0]["days"][0];
+        assert_eq!(part["day"], day.as_str(), "{v}");
+        assert_eq!(part["rows"], rows, "{v}");
+        let file = &part["files"][0];
+        let ours: Vec<(i64, String, i64, i64, Option<u64>)> = file["row_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, rg)| {
+                rg["columns"].as_array().unwrap().iter().map(move |c| {
+                    (
+                        i as i64,
+                        c["column"].as_str().unwrap().to_string(),
+                        c["compressed_bytes"].as_i64().unwrap(),
+                        c["uncompressed_bytes"].as_i64().unwrap(),
+                        c["nulls"].as_u64(),
+                    )
+                })
+            })
+            .collect();
+        let duck = duckdb_parquet_metadata(&python, file["file"].as_str().unwrap());
+        let theirs: Vec<(i64, String, i64, i64, Option<u64>)> = duck
+            .iter()
+            .map(|r| {
+                (
+                    r["rg"].as_i64().unwrap(),
+                    r["path"].as_str().unwrap().replace(", ", "."),
+                    r["compressed"].as_i64().unwrap(),
+                    r["uncompressed"].as_i64().unwrap(),
+                    r["nulls"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(ours, theirs, "{table}: inspect vs DuckDB's parquet_metadata");
+        let group_rows: i64 = file["row_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["rows"].as_i64().unwrap())
+            .sum();
+        assert_eq!(group_rows, rows as i64);
+        // Min and max of the plain columns, as DuckDB reads them.
+        for col in ["user_id", "listens", "active_days"] {
+            let Some(c) = file["row_groups"][0]["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["column"] == col)
+            else {
+                continue;
+            };
+            let d = duck.iter().find(|r| r["rg"] == 0 && r["path"] == col).unwrap();
+            assert_eq!((&c["min"], &c["max"]), (&d["min"], &d["max"]), "{table}.{col}");
+        }
+    }
+    // The text view shows the same row groups and statistics.
+    let (day, _) = tables["user_daily"].iter().next().unwrap();
+    let text = run(Command::new(BIN)
+        .arg("inspect")
+        .arg(&out)
+        .args(["--table", "user_daily", "--day", day]));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("row group 0:") && text.contains("uncompressed"), "{text}");
+    assert!(text.contains("listens_by_hour.list.item"), "{text}");
+}

@@ -39,6 +39,14 @@ pub struct Checkpoint {
     /// holds the listens of final days; the open days' come from the state).
     #[serde(default)]
     pub counts: Counts,
+    /// Final days a quality gate failed: no `_SUCCESS` until accepted
+    /// (`skipflow accept`). Day -> the failed checks.
+    #[serde(default)]
+    pub held: BTreeMap<String, String>,
+    /// The run-report counts at the last finalization: the shares of the
+    /// next one are judged on what was read since.
+    #[serde(default)]
+    pub gate_counts: Counts,
 }
 
 /// Where the checkpoint lives under the output's root.
@@ -173,17 +181,52 @@ const FINAL_TABLES: [Table; 5] = [
     Table::RejectedEvents,
 ];
 
-/// Adds `_SUCCESS` to every published partition of days `from..=to` that lacks it.
-pub(super) fn mark_final(out: &Store, from: i32, to: i32) -> Result<usize> {
+/// Adds `_SUCCESS` to every published partition of days `from..=to` that
+/// lacks it, but those of days `held` by a failed quality gate.
+pub fn mark_final(out: &Store, from: i32, to: i32, held: &BTreeMap<String, String>) -> Result<usize> {
     let mut n = 0;
     for t in FINAL_TABLES {
         for d in out.published_days(t)? {
-            if d >= from && d <= to && out.mark_success(t, d)? {
+            let kept_back = held.contains_key(&crate::dates::day_to_string(d));
+            if d >= from && d <= to && !kept_back && out.mark_success(t, d)? {
                 n += 1;
             }
         }
     }
     Ok(n)
+}
+
+/// Where `skipflow accept` records that an operator released a held day.
+pub fn accepted_key(day: &str) -> String {
+    format!(".skipflow/accepted/{day}")
+}
+
+/// Releases `day`, held by a failed quality gate: records the acceptance
+/// (the run drops the day from its held days at its next commit) and marks
+/// the day's partitions final. Returns why it was held and the partitions marked.
+pub fn accept(out: &Store, day: &str) -> Result<(String, usize)> {
+    let d = crate::dates::parse_day(day).map_err(|e| crate::error::bad(format!("--day: {e}")))?;
+    let Some(ck) = load(out)? else {
+        return Err(crate::error::bad(format!(
+            "{} has no continuous checkpoint: only days held by `skipflow run` can be accepted",
+            out.describe()
+        )));
+    };
+    let Some(why) = ck.held.get(day) else {
+        let held: Vec<&String> = ck.held.keys().collect();
+        return Err(crate::error::bad(format!(
+            "{day} is not held by a quality gate (held days: {})",
+            if held.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{held:?}")
+            }
+        )));
+    };
+    let marker = serde_json::json!({ "day": day, "accepted_at": chrono::Utc::now().to_rfc3339(), "held_for": why });
+    out.write(&accepted_key(day), marker.to_string().as_bytes())?;
+    let marked = mark_final(out, d, d, &BTreeMap::new())?;
+    Ok((why.clone(), marked))
 }
 
 #[cfg(test)]

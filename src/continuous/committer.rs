@@ -4,10 +4,11 @@
 //! reports (run report, metrics, consumer-group offsets). What it decides
 //! goes back to every worker as a `Decision`.
 
-use super::checkpoint::{crash_point, final_day, mark_final, watermark, write_checkpoint, Checkpoint};
+use super::checkpoint::{accepted_key, crash_point, final_day, mark_final, watermark, write_checkpoint, Checkpoint};
 use super::commit::{Decision, Gather};
 use super::Ctx;
 use crate::dataflow::Time;
+use crate::quality::{self, Check, Outcome};
 use crate::report::{Counts, InputRange, RunReport, TableWrite};
 use crate::schema::Table;
 use crate::service::{LastCommit, PartitionStatus, Snapshot};
@@ -131,12 +132,16 @@ impl Committer {
         for (s, n) in std::mem::take(&mut self.carry_arrivals) {
             *m.arrivals.entry(s).or_insert(0) += n;
         }
-        publish_staged(c, &staged, old_final)?;
-        let (new_final, report_counts) = self.checkpoint(c, &m, old_final)?;
+        publish_staged(c, &staged, old_final, &self.ck.held)?;
+        let (new_final, report_counts, checks, accepted) = self.checkpoint(c, &m, old_final)?;
+        for day in accepted {
+            let marked = mark_final(&c.store, day, day, &self.ck.held)?;
+            tracing::info!(day = %crate::dates::day_to_string(day), partitions = marked, "held day accepted");
+        }
         if new_final != old_final {
             let f = new_final.expect("final");
             let from = old_final.map_or(i32::MIN, |o| o + 1);
-            let marked = mark_final(&c.store, from, f)?;
+            let marked = mark_final(&c.store, from, f, &self.ck.held)?;
             tracing::info!(
                 through = %crate::dates::day_to_string(f),
                 watermark = ?self.ck.watermark_ms.map(|w| chrono::DateTime::from_timestamp_millis(w).map(|t| t.to_rfc3339())),
@@ -147,7 +152,10 @@ impl Committer {
         c.commits.fetch_add(1, Ordering::SeqCst);
         let mut report_ck = self.ck.clone();
         report_ck.counts = report_counts;
-        let report = write_commit_report(c, &report_ck, &staged, started)?;
+        for (outcome, n) in quality::tally(&checks) {
+            c.metrics.quality_checks.with_label_values(&[outcome]).inc_by(n as u64);
+        }
+        let report = write_commit_report(c, &report_ck, &staged, checks, started)?;
         self.after_checkpoint(c, &report_ck, &m, staged.len(), started);
         c.status.record(Snapshot {
             replaying: false,
@@ -162,6 +170,7 @@ impl Committer {
             watermark_ms: report_ck.watermark_ms,
             final_through: report_ck.final_through,
             open_days: open_days(&m, report_ck.final_through),
+            held_days: report_ck.held.clone(),
             kafka_failing_since_ms: m.failing_since,
             kafka_errors: m.kafka_errors,
             last_report: serde_json::to_value(&report).ok(),
@@ -180,9 +189,17 @@ impl Committer {
         })
     }
 
-    /// Decides the final days and writes the checkpoint; returns the new last
-    /// final day and the counts of the run report (open days' kept listens in).
-    fn checkpoint(&mut self, c: &Ctx, m: &Merged, old_final: Option<i32>) -> Result<(Option<i32>, Counts)> {
+    /// Decides the final days, judges the quality gates on them (a failed
+    /// day is held), takes the held days operators accepted, and writes the
+    /// checkpoint; returns the new last final day, the counts of the run
+    /// report (open days' kept listens in), the checks, and the days accepted.
+    #[allow(clippy::type_complexity)]
+    fn checkpoint(
+        &mut self,
+        c: &Ctx,
+        m: &Merged,
+        old_final: Option<i32>,
+    ) -> Result<(Option<i32>, Counts, Vec<Check>, Vec<i32>)> {
         let ck = &mut self.ck;
         // Finalization: the watermark of the partitions at the boundary.
         let wm = watermark(&m.states).max(ck.watermark_ms);
@@ -228,6 +245,11 @@ impl Committer {
         };
         ck.first_day = range.map(|r| r.0);
         ck.last_day = range.map(|r| r.1);
+        let checks = match new_final {
+            Some(f) if new_final != old_final => judge(c, ck, old_final.map_or(i32::MIN, |o| o + 1), f, &report)?,
+            _ => Vec::new(),
+        };
+        let accepted = take_accepted(c, ck)?;
         ck.commits += 1;
         ck.committed_at = chrono::Utc::now().to_rfc3339();
         c.lock.check()?;
@@ -235,7 +257,7 @@ impl Committer {
         if new_final != old_final {
             crash_point("checkpointed");
         }
-        Ok((new_final, report))
+        Ok((new_final, report, checks, accepted))
     }
 
     /// Consumer-group offsets (for lag dashboards only: the checkpoint is the
@@ -270,6 +292,7 @@ impl Committer {
             m.events.with_label_values(&[class]).set(v as i64);
         }
         m.open_days.set(open_days(g, ck.final_through).len() as i64);
+        m.days_held.set(ck.held.len() as i64);
         for (name, n) in &g.sizes {
             m.arrangement_records.with_label_values(&[name]).set(*n);
         }
@@ -334,11 +357,13 @@ fn open_days(g: &Merged, final_through: Option<i32>) -> Vec<String> {
 
 /// Makes the staged partitions visible (a partition staged without rows is
 /// removed); `rejected_events` partitions of final days keep `_SUCCESS`.
-fn publish_staged(c: &Ctx, staged: &[Staged], old_final: Option<i32>) -> Result<()> {
+fn publish_staged(c: &Ctx, staged: &[Staged], old_final: Option<i32>, held: &BTreeMap<String, String>) -> Result<()> {
     for (i, s) in staged.iter().enumerate() {
         // A lease lost (a pause, another run took over): publish nothing more.
         c.lock.check()?;
-        let success = s.table == Table::RejectedEvents && old_final.is_some_and(|f| s.day <= f);
+        let success = s.table == Table::RejectedEvents
+            && old_final.is_some_and(|f| s.day <= f)
+            && !held.contains_key(&crate::dates::day_to_string(s.day));
         c.store.publish(s.table, s.day, &s.file, success)?;
         if i == 0 && staged.len() > 1 {
             crash_point("published-one");
@@ -352,7 +377,13 @@ fn publish_staged(c: &Ctx, staged: &[Staged], old_final: Option<i32>) -> Result<
 
 /// The run report of one commit: counts since the output's first start, the
 /// accounting identity, and the partitions this commit replaced.
-fn write_commit_report(c: &Ctx, ck: &Checkpoint, staged: &[Staged], t: Instant) -> Result<RunReport> {
+fn write_commit_report(
+    c: &Ctx,
+    ck: &Checkpoint,
+    staged: &[Staged],
+    checks: Vec<Check>,
+    t: Instant,
+) -> Result<RunReport> {
     let mut tables: BTreeMap<String, TableWrite> = BTreeMap::new();
     for s in staged {
         let w = tables.entry(s.table.name().to_string()).or_default();
@@ -384,8 +415,70 @@ fn write_commit_report(c: &Ctx, ck: &Checkpoint, staged: &[Staged], t: Instant) 
         tables,
         missing_window_days: vec![],
         published: true,
-        quality: vec![],
+        quality: checks,
     };
     crate::batch::write_report(&c.store, &report)?;
     Ok(report)
+}
+
+/// Judges the quality gates on the days `from..=to` this commit finalizes
+/// (those with a `user_daily` partition), the shares on what was read since
+/// the last finalization. A day with a failed check is held: it gets no
+/// `_SUCCESS` until an operator accepts it.
+fn judge(c: &Ctx, ck: &mut Checkpoint, from: i32, to: i32, report: &Counts) -> Result<Vec<Check>> {
+    let days: Vec<i32> = c
+        .store
+        .published_days(Table::UserDaily)?
+        .into_iter()
+        .filter(|d| *d >= from && *d <= to)
+        .collect();
+    let facts = quality::Facts {
+        counts: since(report, &ck.gate_counts),
+        days: days.clone(),
+        ..Default::default()
+    };
+    let checks = quality::evaluate(&c.store, &c.cfg.quality, &facts)?;
+    ck.gate_counts = report.clone();
+    for day in days.into_iter().map(crate::dates::day_to_string) {
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|k| k.outcome == Outcome::Fail && k.day.as_ref().is_none_or(|d| *d == day))
+            .map(Check::line)
+            .collect();
+        if !failed.is_empty() {
+            let why = failed.join("; ");
+            tracing::warn!(%day, "a quality gate failed: the day is held (no _SUCCESS) until `skipflow accept --day {day}`: {why}");
+            ck.held.insert(day, why);
+        }
+    }
+    for k in checks.iter().filter(|k| k.outcome == Outcome::Warn) {
+        tracing::warn!("quality gate warning: {}", k.line());
+    }
+    Ok(checks)
+}
+
+/// Counts read since `before` (the classes the share gates use).
+fn since(now: &Counts, before: &Counts) -> Counts {
+    Counts {
+        read: now.read.saturating_sub(before.read),
+        kept: now.kept.saturating_sub(before.kept),
+        duplicates: now.duplicates.saturating_sub(before.duplicates),
+        rejected: now.rejected.saturating_sub(before.rejected),
+        out_of_range: now.out_of_range.saturating_sub(before.out_of_range),
+        late: now.late.saturating_sub(before.late),
+        rejected_by_reason: BTreeMap::new(),
+    }
+}
+
+/// Held days an operator accepted (`skipflow accept` left a marker): no
+/// longer held; the caller marks them final once the checkpoint is written.
+fn take_accepted(c: &Ctx, ck: &mut Checkpoint) -> Result<Vec<i32>> {
+    let mut days = Vec::new();
+    for day in ck.held.keys().cloned().collect::<Vec<_>>() {
+        if c.store.read(&accepted_key(&day))?.is_some() {
+            ck.held.remove(&day);
+            days.push(crate::dates::parse_day(&day).map_err(|e| anyhow::anyhow!("held day {day}: {e}"))?);
+        }
+    }
+    Ok(days)
 }

@@ -45,7 +45,7 @@ mod committer;
 mod feeder;
 mod release;
 
-pub use checkpoint::{final_day, read_checkpoint, watermark, Checkpoint};
+pub use checkpoint::{accept, final_day, read_checkpoint, watermark, Checkpoint};
 
 use crate::cluster::Topology;
 use crate::dataflow::{self, Time};
@@ -151,7 +151,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<u64> {
     });
     if let (true, Some(f)) = (first, ck.final_through) {
         // A crash may have come between the checkpoint and the markers.
-        checkpoint::mark_final(&store, i32::MIN, f)?;
+        checkpoint::mark_final(&store, i32::MIN, f, &ck.held)?;
     }
     let metrics = crate::metrics::Metrics::new()?;
     let status = crate::service::Status::new(&cfg.kafka.topic, &store.describe(), cfg.health);

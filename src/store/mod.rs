@@ -38,6 +38,8 @@ pub fn partition_dir(day: i32) -> String {
 }
 
 /// The key of a partition's directory under the root.
+use parquet::file::metadata::ParquetMetaData;
+
 /// Rows, bytes and schema of a published partition, from its footers.
 #[derive(Debug, Default)]
 pub struct Footer {
@@ -195,36 +197,44 @@ impl Store {
     /// What the footers of a published partition's data files say (zero
     /// rows and no schema when it is absent).
     pub fn partition_footer(&self, table: Table, day: i32) -> Result<Footer> {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
         let mut f = Footer::default();
-        let mut add = |reader: &dyn FileReader, bytes: u64| -> Result<()> {
-            let meta = reader.metadata().file_metadata();
-            f.rows += meta.num_rows();
+        for (_, bytes, meta) in self.partition_metadata(table, day)? {
+            let m = meta.file_metadata();
+            f.rows += m.num_rows();
             f.bytes += bytes;
             if f.schema.is_none() {
                 f.schema = Some(parquet::arrow::parquet_to_arrow_schema(
-                    meta.schema_descr(),
-                    meta.key_value_metadata(),
+                    m.schema_descr(),
+                    m.key_value_metadata(),
                 )?);
             }
-            Ok(())
-        };
+        }
+        Ok(f)
+    }
+
+    /// The Parquet metadata (footer) of each data file of a published
+    /// partition: (file name, bytes, metadata).
+    pub fn partition_metadata(&self, table: Table, day: i32) -> Result<Vec<(String, u64, ParquetMetaData)>> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let mut out = Vec::new();
         match &*self.backend {
             Backend::Local(p) => {
                 for path in local::data_files(&p.join(partition_key(table, day)))? {
                     let file = std::fs::File::open(&path)?;
                     let len = file.metadata()?.len();
-                    add(&SerializedFileReader::new(file)?, len)?;
+                    let meta = SerializedFileReader::new(file)?.metadata().clone();
+                    out.push((path.to_string_lossy().to_string(), len, meta));
                 }
             }
             Backend::Object(b) => {
-                for data in b.data_files(&partition_key(table, day))? {
+                for (key, data) in b.data_files(&partition_key(table, day))? {
                     let len = data.len() as u64;
-                    add(&SerializedFileReader::new(bytes::Bytes::from(data))?, len)?;
+                    let meta = SerializedFileReader::new(bytes::Bytes::from(data))?.metadata().clone();
+                    out.push((format!("{}/{key}", self.describe().trim_end_matches('/')), len, meta));
                 }
             }
         }
-        Ok(f)
+        Ok(out)
     }
 
     /// Whether a partition has `_SUCCESS`.

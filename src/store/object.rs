@@ -239,7 +239,8 @@ impl Bucket {
     }
 
     /// The contents of every data file of a partition, sorted by key.
-    pub(super) fn data_files(&self, dir: &str) -> Result<Vec<Vec<u8>>> {
+    /// The data files of a partition: (key, bytes).
+    pub(super) fn data_files(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let mut files: Vec<String> = self
             .list_keys(dir)?
             .into_iter()
@@ -248,7 +249,9 @@ impl Bucket {
         files.sort();
         let mut out = Vec::new();
         for f in files {
-            out.extend(self.read(&f)?);
+            if let Some(b) = self.read(&f)? {
+                out.push((f, b));
+            }
         }
         Ok(out)
     }
