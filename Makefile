@@ -20,7 +20,8 @@ all: build
 # snappy, zlib and curl are built from source by their crates). To test:
 # stunnel, the TLS terminator in front of tansu for the TLS tests; openssl
 # to make their certificates; promtool (Debian's prometheus package, not
-# started) to check and unit-test the alert rules in jobs/monitoring/.
+# started) to check and unit-test the alert rules in jobs/monitoring/;
+# headless Chromium to open the HTML report (skipflow report) as a person would.
 APT_INSTALL = if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -37,6 +38,7 @@ testdeps: sysdeps
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || missing="$$missing stunnel4"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(APT_INSTALL)
 
 build: sysdeps

@@ -59,6 +59,11 @@ A broker that is down or unreachable is waited for, not an error."
     /// uncompressed sizes, min/max and null counts per column) and its first
     /// rows; --json for scripts.
     Inspect(InspectArgs),
+    /// One self-contained HTML page about an output (no network needed to
+    /// view it): records per day by class, reject reasons, quality gates and
+    /// their history, feature distributions, top artists, partitions and
+    /// their sizes, run history.
+    Report(ReportArgs),
     /// Releases a final day that a failed quality gate holds (continuous
     /// mode): writes its `_SUCCESS` markers and records the acceptance; a
     /// running `skipflow run` drops it from its held days at its next commit.
@@ -294,6 +299,42 @@ pub struct InspectArgs {
     /// with --day, each file's row groups and column statistics.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Output of a run: a local directory, s3://... or gs://...
+    pub dir: PathBuf,
+    /// Where to write the page. Default: DIR/report.html for a local
+    /// directory, ./report.html for an object store.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Days shown (the last ones with data).
+    #[arg(long, default_value_t = 28)]
+    pub days: usize,
+}
+
+/// `skipflow report`: writes the page; where it is.
+pub fn report(a: &ReportArgs) -> Result<String> {
+    let url = a.dir.to_string_lossy().contains("://");
+    if !url && !a.dir.is_dir() {
+        return Err(bad(format!("{} is not a directory", a.dir.display())));
+    }
+    if a.days == 0 {
+        return Err(bad("--days must be at least 1"));
+    }
+    let store = crate::store::Store::open(&a.dir, &Default::default())?;
+    let page = crate::report::html::write_page(&store, a.days)?;
+    let path = match (&a.html, url) {
+        (Some(p), _) => p.clone(),
+        (None, false) => a.dir.join("report.html"),
+        (None, true) => PathBuf::from("report.html"),
+    };
+    std::fs::write(&path, page).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(format!(
+        "report: {} (open it in a browser; it needs no network)\n",
+        path.display()
+    ))
 }
 
 #[derive(Args, Debug)]

@@ -73,7 +73,15 @@ pub fn run(out: &Path, workers: usize) -> Result<String> {
         writeln!(s, "\n{user}")?;
     }
     let dir = out.display();
+    let page = out.join("report.html");
+    let html = crate::report::html::write_page(&crate::store::Store::local(out), 28)?;
+    std::fs::write(&page, html)?;
     writeln!(s, "\nRun report: {}", outcome.report_path.display())?;
+    writeln!(
+        s,
+        "HTML report (records by class, rejects, quality gates, distributions, sizes): {}",
+        page.display()
+    )?;
     writeln!(s, "Explore with DuckDB:")?;
     writeln!(
         s,

@@ -58,6 +58,10 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Broker(a) => cli::broker(&a),
+        Command::Report(a) => {
+            print!("{}", cli::report(&a)?);
+            Ok(())
+        }
         Command::Accept(a) => {
             print!("{}", cli::accept(&a)?);
             Ok(())

@@ -1,4 +1,9 @@
-//! Run accounting and the run report written under `<output>/_runs/`.
+//! Run accounting and the run report written under `<output>/_runs/`; the
+//! HTML report about an output (`skipflow report`) in [`html`].
+
+pub mod charts;
+pub mod gather;
+pub mod html;
 
 use crate::decode::Reject;
 use serde::{Deserialize, Serialize};

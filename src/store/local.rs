@@ -67,6 +67,21 @@ pub(super) fn list_dirs(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Names of the files directly in `dir` (none when it does not exist).
+pub(super) fn list_files(dir: &Path) -> Result<Vec<String>> {
+    if !dir.is_dir() {
+        return Ok(vec![]);
+    }
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            out.push(e.file_name().to_string_lossy().to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// The data files of one partition directory, sorted.
 pub(super) fn data_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {

@@ -166,6 +166,14 @@ impl Store {
         }
     }
 
+    /// Names of the files directly under `dir` (a key prefix such as `_runs`).
+    pub fn list_files(&self, dir: &str) -> Result<Vec<String>> {
+        match &*self.backend {
+            Backend::Local(p) => local::list_files(&p.join(dir)),
+            Backend::Object(b) => b.list_files(dir),
+        }
+    }
+
     /// Days that have a published partition of `table`.
     pub fn published_days(&self, table: Table) -> Result<Vec<i32>> {
         let names = match &*self.backend {

@@ -238,7 +238,19 @@ impl Bucket {
             .collect())
     }
 
-    /// The contents of every data file of a partition, sorted by key.
+    /// Names of the objects directly under `key`.
+    pub(super) fn list_files(&self, key: &str) -> Result<Vec<String>> {
+        let dir = self.path(key);
+        let r = self
+            .rt
+            .block_on(self.store().list_with_delimiter(Some(&dir)))
+            .map_err(|e| anyhow!("listing {}/{key}: {e}", self.url))?;
+        Ok(r.objects
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .collect())
+    }
+
     /// The data files of a partition: (key, bytes).
     pub(super) fn data_files(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let mut files: Vec<String> = self
