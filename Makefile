@@ -82,7 +82,8 @@ demo: release
 
 # Batch benchmark: ~3.5M events (20,000 users, 7 days) generated once, then,
 # one after the other on that file: `skipflow batch` with $(WORKERS) workers,
-# the DuckDB peer job (benches/duckdb_job.py, same tables and threads), and
+# the DuckDB peer job (benches/duckdb_job.py, same tables and threads), the
+# serde_json parse floor (benches/parse_floor.rs), and
 # skipflow on 2 and 3 processes x 1 worker (events/s, peak RSS per process,
 # ratios to the peer).
 $(BENCH_DIR)/events.ndjson: | release
@@ -90,7 +91,9 @@ $(BENCH_DIR)/events.ndjson: | release
 	$(SKIPFLOW) generate --users 20000 --days 7 --seed 7 --output $@
 
 bench: release pyenv $(BENCH_DIR)/events.ndjson
-	SKIPFLOW=$(SKIPFLOW) SKIPFLOW_PYTHON=$(PYTHON) ./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
+	$(CARGO) bench -q --bench parse_floor --no-run
+	SKIPFLOW=$(SKIPFLOW) SKIPFLOW_PYTHON=$(PYTHON) PARSE_FLOOR="$(CARGO) bench -q --bench parse_floor --" \
+	  ./scripts/bench-batch.sh $(BENCH_DIR)/events.ndjson $(WORKERS)
 
 # Continuous benchmark (benches/continuous.rs): tansu's memory engine, a
 # 3.4M-event backlog caught up, then $(RATE) events/s for $(LIVE_SECS) s with

@@ -2,6 +2,8 @@
 # Batch benchmark, everything in one run on the same file, one after the other:
 #   - skipflow batch, 1 process x WORKERS workers;
 #   - the DuckDB peer job (benches/duckdb_job.py, the same four tables, WORKERS threads);
+#   - the parse floor: serde_json parsing the same file into borrowed
+#     fields on WORKERS threads, nothing else (benches/parse_floor.rs);
 #   - skipflow in cluster mode on this machine: 2 and 3 processes x 1 worker
 #     (they share the machine's cores: this shows the overhead of processes,
 #     not a speedup), with peak RSS per process.
@@ -51,6 +53,8 @@ if "$py" -c "import duckdb" 2> /dev/null; then
   read -r d_secs d_rss < <(run duckdb "$py" "$here/benches/duckdb_job.py" "$file" "$tmp/out-duckdb" "$workers")
   peer=1
 fi
+floor=$(${PARSE_FLOOR:-cargo bench -q --bench parse_floor --} "$file" "$workers" | grep '^parse_floor:')
+f_secs=$(echo "$floor" | awk '{print $2}')
 read -r c2_secs c2_rss < <(cluster 2)
 read -r c3_secs c3_rss < <(cluster 3)
 
@@ -58,8 +62,10 @@ rate() { echo "$events / $1" | bc -l; }
 printf '\n%-40s %9s %12s %s\n' "run ($workers threads, same file)" "wall s" "events/s" "peak RSS MB"
 printf '%-40s %9.2f %12.0f %s\n' "skipflow batch, 1 process x $workers" "$s_secs" "$(rate "$s_secs")" "$s_rss"
 [ -n "$peer" ] && printf '%-40s %9.2f %12.0f %s\n' "DuckDB SQL job (peer)" "$d_secs" "$(rate "$d_secs")" "$d_rss"
+printf '%-40s %9.2f %12.0f\n' "serde_json parse only (floor)" "$f_secs" "$(rate "$f_secs")"
 printf '%-40s %9.2f %12.0f %s\n' "skipflow batch, 2 processes x 1" "$c2_secs" "$(rate "$c2_secs")" "$c2_rss (per process)"
 printf '%-40s %9.2f %12.0f %s\n' "skipflow batch, 3 processes x 1" "$c3_secs" "$(rate "$c3_secs")" "$c3_rss (per process)"
 printf '\nbytes of peak RSS per event (1 process): %.0f\n' "$(echo "$s_rss * 1048576 / $events" | bc -l)"
 [ -n "$peer" ] && printf 'skipflow / DuckDB speed: %.2fx\n' "$(echo "$d_secs / $s_secs" | bc -l)"
+printf 'skipflow / parse floor speed: %.2f (1 = as fast as parsing alone)\n' "$(echo "$f_secs / $s_secs" | bc -l)"
 echo "(cluster rows: every process on this machine's cores; the table shows overhead, not speedup)"

@@ -226,3 +226,35 @@ fn continuous_on_three_processes_survives_a_kill_9_and_equals_one_batch() {
         panic!("{d}");
     }
 }
+
+#[test]
+fn a_failed_quality_gate_exits_4_on_every_process_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = harness::dirty_file(dir.path(), 60, 2, 64);
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[quality]\nrejected_share = { max = 0.001, severity = \"fail\" }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (o, f, j) = (out.to_str().unwrap(), file.to_str().unwrap(), job.to_str().unwrap());
+    let args = [
+        "batch",
+        "--input",
+        f,
+        "--output",
+        o,
+        "--workers",
+        "1",
+        "--quiet",
+        "--job",
+        j,
+    ];
+    let mut c = Cluster::start(dir.path(), 2, &args, &[]);
+    assert_eq!(c.wait(LIMIT), vec![4, 4], "{}", c.stderr());
+    assert!(c.stderr().contains("a quality gate failed"), "{}", c.stderr());
+    for t in ["user_daily", "user_profile_28d", "rejected_events"] {
+        assert!(!out.join(t).exists(), "{t} published");
+    }
+}

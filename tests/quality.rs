@@ -454,3 +454,68 @@ fn continuous_holds_a_day_that_fails_a_gate_until_it_is_accepted() {
     let ck = skipflow::continuous::read_checkpoint(&out).unwrap().unwrap();
     assert!(ck.held.is_empty(), "{:?}", ck.held);
 }
+
+/// A continuous run on a one-partition topic with `job` until `done` holds.
+fn run_until(job: &str, k: &skipflow::broker::EmbeddedKafka, out: &Path, done: impl Fn() -> bool) {
+    let dir = out.parent().unwrap();
+    let jobfile = dir.join("late.toml");
+    std::fs::write(&jobfile, job).unwrap();
+    let mut child = common::cont::skipflow_run(k.bootstrap(), out)
+        .args(["--commit-interval", "200ms", "--workers", "2", "--job"])
+        .arg(&jobfile)
+        .spawn()
+        .unwrap();
+    wait_until("the run to settle", done);
+    common::cont::sigterm(&child);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn continuous_late_share_is_judged_on_what_was_read_since_the_last_finalization() {
+    // One partition keeps the order: days 0..=2, then a listen on day 4 that
+    // finalizes them. Then one late listen for day 1 and a listen on day 6
+    // that finalizes day 4: since the first finalization 2 records were
+    // read, 1 late, a late share of exactly 0.5. (Day 4 at 02:00 finalizes
+    // through day 3, day 6 at 02:00 through day 5.)
+    for (max, held) in [(0.5, true), (0.51, false)] {
+        let k = skipflow::broker::EmbeddedKafka::start(None).unwrap();
+        k.create_topic(common::kafka::TOPIC, 1).unwrap();
+        let at = |d: i32, h: i64| (BASE_DAY + d) as i64 * DAY_MS + h * 3_600_000;
+        let mut recs: Vec<(String, i64)> = Vec::new();
+        for d in 0..3 {
+            recs.extend((0..10).map(|i| (event(&format!("e{d}-{i}"), &format!("u{i}"), d, i), at(d, 2))));
+        }
+        recs.push((event("d4", "u0", 4, 0), at(4, 2)));
+        produce_at(k.bootstrap(), &recs);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let job = format!(
+            "finalize_after = \"1h\"\n[quality]\nlate_share = {{ max = {max}, severity = \"fail\" }}\n\
+             kept_volume = {{ min_ratio = 0.5, max_ratio = 2.0, severity = \"off\" }}\n\
+             table_rows = {{ min_ratio = 0.5, max_ratio = 2.0, severity = \"off\" }}\n"
+        );
+        let ck = || skipflow::continuous::read_checkpoint(&out).ok().flatten();
+        run_until(&job, &k, &out, || {
+            ck().is_some_and(|c| c.final_through == Some(BASE_DAY + 3))
+        });
+        produce_at(
+            k.bootstrap(),
+            &[
+                (event("late", "u1", 1, 30), at(5, 0)),
+                (event("d6", "u0", 6, 0), at(6, 2)),
+            ],
+        );
+        run_until(&job, &k, &out, || {
+            ck().is_some_and(|c| c.final_through == Some(BASE_DAY + 5))
+        });
+        let c = ck().unwrap();
+        assert_eq!(c.counts.late, 1, "{c:?}");
+        let day4 = skipflow::dates::day_to_string(BASE_DAY + 4);
+        assert_eq!(c.held.contains_key(&day4), held, "late_share max {max}: {:?}", c.held);
+        if held {
+            assert!(c.held[&day4].contains("late_share"), "{:?}", c.held);
+        }
+        let success = out.join(format!("user_daily/dt={day4}/_SUCCESS")).exists();
+        assert_eq!(success, !held);
+    }
+}
