@@ -6,9 +6,9 @@
 //! Needs a Python with pyarrow and duckdb: `$SKIPFLOW_PYTHON` (set by
 //! `make test`), else `python3` if it has both; otherwise the test fails.
 
-#[path = "common/output.rs"]
-mod output;
+mod common;
 
+use common::{harness, output};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,19 +76,8 @@ fn run_report(out: &Path) -> Value {
 fn pyarrow_and_duckdb_read_every_table_as_declared() {
     let python = python();
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.ndjson");
-    let out = dir.path().join("out");
-
-    run(Command::new(BIN)
-        .args([
-            "generate", "--users", "200", "--days", "3", "--seed", "7", "--dirty", "--output",
-        ])
-        .arg(&events));
-    run(Command::new(BIN)
-        .args(["batch", "--quiet", "--workers", "2", "--input"])
-        .arg(&events)
-        .arg("--output")
-        .arg(&out));
+    let (_, out) =
+        harness::generate_and_batch(dir.path(), &["--users", "200", "--days", "3", "--seed", "7", "--dirty"]);
 
     // What the Rust side reads (this also checks every file's schema).
     let tables = output::read_tables(&out);
@@ -305,16 +294,7 @@ print(json.dumps([dict(zip(keys, [str(v) if k in ("min", "max") and v is not Non
 fn inspect_json_parquet_view_matches_duckdbs_parquet_metadata() {
     let python = python();
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.ndjson");
-    let out = dir.path().join("out");
-    run(Command::new(BIN)
-        .args(["generate", "--users", "100", "--days", "2", "--seed", "5", "--output"])
-        .arg(&events));
-    run(Command::new(BIN)
-        .args(["batch", "--quiet", "--workers", "2", "--input"])
-        .arg(&events)
-        .arg("--output")
-        .arg(&out));
+    let (_, out) = harness::generate_and_batch(dir.path(), &["--users", "100", "--days", "2", "--seed", "5"]);
     let tables = output::read_tables(&out);
     for table in ["user_daily", "user_profile_28d"] {
         let (day, rows) = tables[table].iter().next().map(|(d, r)| (d.clone(), r.len())).unwrap();

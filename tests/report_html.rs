@@ -3,6 +3,8 @@
 //! from the runs. A screenshot is kept as a test artifact
 //! (`$CARGO_TARGET_TMPDIR/report.png`; a copy is `docs/report.png`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -86,18 +88,8 @@ fn problems(stderr: &str) -> Vec<String> {
 /// A week of dirty data, one batch over it and a rerun of its last day (so
 /// the run history has runs and gate checks).
 fn output(dir: &Path) -> PathBuf {
-    let events = dir.join("events.ndjson");
-    let out = dir.join("out");
-    run(Command::new(BIN)
-        .args([
-            "generate", "--users", "150", "--days", "7", "--seed", "11", "--dirty", "--output",
-        ])
-        .arg(&events));
-    run(Command::new(BIN)
-        .args(["batch", "--quiet", "--workers", "2", "--input"])
-        .arg(&events)
-        .arg("--output")
-        .arg(&out));
+    let (events, out) =
+        common::harness::generate_and_batch(dir, &["--users", "150", "--days", "7", "--seed", "11", "--dirty"]);
     let ud = std::fs::read_dir(out.join("user_daily")).unwrap();
     let mut days: Vec<String> = ud
         .map(|e| e.unwrap().file_name().to_string_lossy()[3..].to_string())

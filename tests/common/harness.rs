@@ -99,3 +99,27 @@ pub fn dirty_file(dir: &Path, users: u32, days: u32, seed: u64) -> PathBuf {
     write_lines(&file, &lines);
     file
 }
+
+/// `skipflow generate GENERATE --output DIR/events.ndjson`, then `skipflow
+/// batch` of it (2 workers) into DIR/out, through the binary: (events, out).
+pub fn generate_and_batch(dir: &Path, generate: &[&str]) -> (PathBuf, PathBuf) {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_skipflow");
+    let (events, out) = (dir.join("events.ndjson"), dir.join("out"));
+    for c in [
+        Command::new(bin)
+            .arg("generate")
+            .args(generate)
+            .arg("--output")
+            .arg(&events),
+        Command::new(bin)
+            .args(["batch", "--quiet", "--workers", "2", "--input"])
+            .arg(&events)
+            .arg("--output")
+            .arg(&out),
+    ] {
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{c:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    (events, out)
+}
