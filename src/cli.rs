@@ -54,7 +54,8 @@ A broker that is down or unreachable is waited for, not an error."
     Broker(BrokerArgs),
     /// Writes realistic synthetic listen events: NDJSON to a file, or produced to Kafka.
     Generate(GenerateArgs),
-    /// Shows tables, partitions, row counts and schemas of an output; with
+    /// Shows tables, partitions, row counts and schemas of an output (and a
+    /// continuous output's commits and days held by a quality gate); with
     /// --day, each partition's Parquet metadata (row groups, compressed and
     /// uncompressed sizes, min/max and null counts per column) and its first
     /// rows; --json for scripts.

@@ -434,8 +434,15 @@ fn continuous_holds_a_day_that_fails_a_gate_until_it_is_accepted() {
     let ck = skipflow::continuous::read_checkpoint(&out).unwrap().unwrap();
     assert!(ck.held.contains_key(&day(8)));
 
-    // accept: a day that is not held is a usage error; the held one is released.
+    // inspect lists it, in text and JSON.
     let o = out.to_str().unwrap();
+    let (_, _, text) = skipflow(&["inspect", o]);
+    assert!(text.contains(&format!("HELD {}", day(8))), "{text}");
+    let (_, _, json) = skipflow(&["inspect", o, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["held_days"].get(day(8)).is_some(), "{v}");
+
+    // accept: a day that is not held is a usage error; the held one is released.
     let (code, line, _) = skipflow(&["accept", o, "--day", &day(7)]);
     assert_eq!(code, 2, "{line}");
     assert!(line.contains("is not held"), "{line}");

@@ -45,7 +45,7 @@ mod committer;
 mod feeder;
 mod release;
 
-pub use checkpoint::{accept, final_day, read_checkpoint, watermark, Checkpoint};
+pub use checkpoint::{accept, final_day, load as load_checkpoint, read_checkpoint, watermark, Checkpoint};
 
 use crate::cluster::Topology;
 use crate::dataflow::{self, Time};

@@ -76,13 +76,32 @@ pub fn inspect(dir: &Path, o: &Options) -> Result<String> {
             infos.push((t, info));
         }
     }
+    let ck = crate::continuous::load_checkpoint(&store)?;
     if o.json {
         let tables: Vec<&TableInfo> = infos.iter().map(|(_, i)| i).collect();
-        let v = serde_json::json!({ "output": store.describe(), "tables": tables });
+        let held = ck.as_ref().map(|c| c.held.clone()).unwrap_or_default();
+        let v = serde_json::json!({ "output": store.describe(), "held_days": held, "tables": tables });
         return Ok(serde_json::to_string_pretty(&v)? + "\n");
     }
     let mut s = String::new();
     writeln!(s, "{}", dir.display())?;
+    if let Some(c) = &ck {
+        let last = c
+            .final_through
+            .map(dates::day_to_string)
+            .unwrap_or_else(|| "none".into());
+        writeln!(
+            s,
+            "continuous: {} commits, the last at {}; final through {last}",
+            c.commits, c.committed_at
+        )?;
+        for (day, why) in &c.held {
+            writeln!(
+                s,
+                "  HELD {day} (no _SUCCESS until `skipflow accept --day {day}`): {why}"
+            )?;
+        }
+    }
     for (t, info) in &infos {
         render_table(&mut s, info);
         if let Some(d) = day {
