@@ -135,6 +135,28 @@ fn batch_to_s3_read_back_with_pyarrow_equals_the_reference() {
     let (code, _, err) = skipflow(&m, dir.path(), &args, &[("SKIPFLOW_RUN_DAY", "2026-11-30")]);
     assert_eq!(code, 0, "{err}");
     assert!(output::diff("rerun", &tables(&m, "features", "daily/v1", dir.path()), "first", &got).is_none());
+    // The HTML report and inspect read the same bucket (run reports listed there).
+    let page = dir.path().join("s3-report.html");
+    let report = ["report", "s3://features/daily/v1", "--html", page.to_str().unwrap()];
+    let (code, _, err) = skipflow(&m, dir.path(), &report, &[]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("2 run reports") && html.contains("user_track_daily"),
+        "{html}"
+    );
+    let day = got["user_daily"].keys().next().unwrap().clone();
+    let inspect = [
+        "inspect",
+        "s3://features/daily/v1",
+        "--table",
+        "user_daily",
+        "--day",
+        &day,
+        "--json",
+    ];
+    let (code, _, err) = skipflow(&m, dir.path(), &inspect, &[]);
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]
