@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 drops duplicates, and writes per-user daily features and a rolling 28-day profile as Parquet \
 tables partitioned by day (<output>/<table>/dt=YYYY-MM-DD/part-00000.parquet).\n\n\
 Exit codes: 0 success; 2 bad usage or configuration; 3 output directory locked by another run; \
-1 any other failure (nothing partial is published)."
+4 a quality gate failed (batch: nothing was published); 1 any other failure (nothing partial is \
+published)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -71,7 +72,8 @@ A broker that is down or unreachable is waited for, not an error."
     #[command(after_help = "Exit codes: 0 accepted; 2 the day is not held (or bad usage); 1 any other failure.")]
     Accept(AcceptArgs),
     /// The whole tour: an in-process Kafka filled with a generated dirty week,
-    /// the batch job from it into ./out, and what it wrote and how to open it.
+    /// the batch job from it into ./out, what it wrote and how to open it, and
+    /// the HTML report (./out/report.html).
     Demo,
 }
 
