@@ -526,3 +526,56 @@ fn continuous_late_share_is_judged_on_what_was_read_since_the_last_finalization(
         assert_eq!(success, !held);
     }
 }
+
+/// Rewrites a Parquet file with the same rows, with `kv` as its only
+/// key-value metadata (or none).
+fn rewrite(path: &Path, kv: Option<(&str, &str)>) {
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<arrow_array::RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(kv.map(|(k, v)| vec![KeyValue::new(k.into(), v.to_string())]))
+        .build();
+    let out = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), Some(props)).unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn the_kept_baseline_is_read_from_footers_and_summed_where_a_file_lacks_the_key() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let q = only(|q| q.kept_volume.severity = Severity::Warn);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    daily_runs(dir.path(), &[10, 12, 14], &q);
+    let part = |d: i32| {
+        let day = skipflow::dates::day_to_string(BASE_DAY + d);
+        out.join(format!("user_daily/dt={day}/part-00000.parquet"))
+    };
+    let footer = SerializedFileReader::new(std::fs::File::open(part(1)).unwrap()).unwrap();
+    let kv = footer
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    let kept = kv.iter().find(|k| k.key == skipflow::sink::parquet::KEPT_EVENTS_KEY);
+    assert_eq!(kept.and_then(|k| k.value.as_deref()), Some("12"), "{kv:?}");
+    // Day 0's footer says 1000 (the footer is what is read: the median of
+    // 1000, 12, 14 is 14, of the rows' 10, 12, 14 it would be 12); day 1 has
+    // no key (its rows are summed: 12).
+    rewrite(&part(0), Some((skipflow::sink::parquet::KEPT_EVENTS_KEY, "1000")));
+    rewrite(&part(1), None);
+    let input = day_file(dir.path(), 3, 28, 0, 0);
+    let o = run(&input, &out, 3, &q);
+    let c = check(&o, "kept_volume", None);
+    assert_eq!((c.baseline, c.ratio), (Some(14.0), Some(2.0)), "{c:?}");
+}

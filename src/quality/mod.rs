@@ -156,8 +156,10 @@ fn published(store: &Store, m: Measure, day: i32, drift: &mut Drift) -> Result<O
     if drift.found.contains_key(&(table, day)) {
         return Ok(None);
     }
-    Ok(Some(match m {
-        Measure::Kept => day_listens(store, day).with_context(what)? as f64,
-        Measure::Rows(_) => footer.rows as f64,
+    Ok(Some(match (m, footer.kept_events) {
+        (Measure::Kept, Some(n)) => n as f64,
+        // Files without the footer key (written by something else): summed.
+        (Measure::Kept, None) => day_listens(store, day).with_context(what)? as f64,
+        (Measure::Rows(_), _) => footer.rows as f64,
     }))
 }

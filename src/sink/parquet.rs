@@ -341,6 +341,9 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     props.build()
 }
 
+/// Footer key of a `user_daily` file: its kept events (the sum of `listens`).
+pub const KEPT_EVENTS_KEY: &str = "skipflow.kept_events";
+
 /// Writes `batch` through `out` (a staged file or upload), complete once this returns.
 pub fn write_file(
     out: crate::store::PartWriter,
@@ -350,5 +353,17 @@ pub fn write_file(
     let mut w = ArrowWriter::try_new(out, table.schema(), Some(writer_properties(table)))?;
     w.write(batch)
         .with_context(|| format!("writing a {} partition", table.name()))?;
+    if table == Table::UserDaily {
+        // The day's kept events in the footer: quality gates read baselines
+        // from footers alone.
+        let listens = batch
+            .column_by_name("listens")
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Int64Array>())
+            .map_or(0, |a| a.iter().flatten().sum::<i64>());
+        w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            KEPT_EVENTS_KEY.to_string(),
+            listens.to_string(),
+        ));
+    }
     w.into_inner()?.finish()
 }

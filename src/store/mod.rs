@@ -46,6 +46,9 @@ pub struct Footer {
     pub rows: i64,
     pub bytes: u64,
     pub schema: Option<arrow_schema::Schema>,
+    /// Kept events recorded in the footers (`user_daily` files skipflow
+    /// wrote); None when any file lacks the key.
+    pub kept_events: Option<i64>,
 }
 
 pub fn partition_key(table: Table, day: i32) -> String {
@@ -205,11 +208,23 @@ impl Store {
     /// What the footers of a published partition's data files say (zero
     /// rows and no schema when it is absent).
     pub fn partition_footer(&self, table: Table, day: i32) -> Result<Footer> {
-        let mut f = Footer::default();
-        for (_, bytes, meta) in self.partition_metadata(table, day)? {
+        let mut f = Footer {
+            kept_events: Some(0),
+            ..Default::default()
+        };
+        let files = self.partition_metadata(table, day)?;
+        if files.is_empty() {
+            f.kept_events = None;
+        }
+        for (_, bytes, meta) in files {
             let m = meta.file_metadata();
             f.rows += m.num_rows();
             f.bytes += bytes;
+            let kept = m
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == crate::sink::parquet::KEPT_EVENTS_KEY))
+                .and_then(|k| k.value.as_deref().and_then(|v| v.parse::<i64>().ok()));
+            f.kept_events = f.kept_events.zip(kept).map(|(a, b)| a + b);
             if f.schema.is_none() {
                 f.schema = Some(parquet::arrow::parquet_to_arrow_schema(
                     m.schema_descr(),
