@@ -72,10 +72,24 @@ pub fn gather(store: &Store, days: usize) -> Result<Facts> {
     let mut artists: HashMap<String, f64> = HashMap::new();
     for &d in &f.days.clone() {
         let what = || format!("reading day {} for the report", dates::day_to_string(d));
-        for b in &store.read_partition(Table::UserDaily, d).with_context(what)? {
+        let cols = [
+            "listens",
+            "early_skips",
+            "sessions",
+            "longest_session",
+            "skip_rate",
+            "listens_by_hour",
+        ];
+        for b in &store
+            .read_columns(Table::UserDaily, d, Some(&cols))
+            .with_context(what)?
+        {
             user_daily(&mut f, d, b).with_context(what)?;
         }
-        for b in &store.read_partition(Table::UserArtistDaily, d).with_context(what)? {
+        for b in &store
+            .read_columns(Table::UserArtistDaily, d, Some(&["artist_id", "listens"]))
+            .with_context(what)?
+        {
             let (a, n) = (b.column_by_name("artist_id"), ints(b, "listens")?);
             let a = a
                 .and_then(|c| c.as_string_opt::<i32>())
@@ -84,7 +98,10 @@ pub fn gather(store: &Store, days: usize) -> Result<Facts> {
                 *artists.entry(a.value(i).to_string()).or_insert(0.0) += n.value(i) as f64;
             }
         }
-        for b in &store.read_partition(Table::RejectedEvents, d).with_context(what)? {
+        for b in &store
+            .read_columns(Table::RejectedEvents, d, Some(&["reason"]))
+            .with_context(what)?
+        {
             let r = b.column_by_name("reason").and_then(|c| c.as_string_opt::<i32>());
             let r = r.ok_or_else(|| anyhow!("reason"))?;
             for i in 0..b.num_rows() {

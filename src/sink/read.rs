@@ -33,7 +33,7 @@ fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::String
 /// `user_track_daily` and `user_artist_daily` rows. Returns whether the day
 /// had a `user_daily` partition.
 pub fn prior_day(out: &Store, day: i32, int: &Interner, emit: &mut dyn FnMut(Name, ProfIn)) -> Result<bool> {
-    let daily = out.read_partition(Table::UserDaily, day)?;
+    let daily = out.read_columns(Table::UserDaily, day, Some(&["user_id", "plays", "skips", "ms_played"]))?;
     let present = !daily.is_empty();
     for b in &daily {
         let (u, p, s, m) = (
@@ -53,7 +53,7 @@ pub fn prior_day(out: &Store, day: i32, int: &Interner, emit: &mut dyn FnMut(Nam
         (Table::UserTrackDaily, "track_id", ProfKind::Track),
         (Table::UserArtistDaily, "artist_id", ProfKind::Artist),
     ] {
-        for b in &out.read_partition(table, day)? {
+        for b in &out.read_columns(table, day, Some(&["user_id", id_col, "plays", "skips"]))? {
             let (u, id, p, s) = (
                 str_col(b, "user_id")?,
                 str_col(b, id_col)?,
@@ -145,7 +145,7 @@ pub fn late_rows(out: &Store, day: i32) -> Result<Vec<LateRow>> {
 /// Kept events of a published day: the sum of its `user_daily.listens`.
 pub fn day_listens(out: &Store, day: i32) -> Result<i64> {
     let mut n = 0;
-    for b in &out.read_partition(Table::UserDaily, day)? {
+    for b in &out.read_columns(Table::UserDaily, day, Some(&["listens"]))? {
         n += i64_col(b, "listens")?.iter().flatten().sum::<i64>();
     }
     Ok(n)

@@ -95,15 +95,15 @@ pub(super) fn data_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Record batches of every data file of one partition directory.
-pub(super) fn read_partition(dir: &Path) -> Result<Vec<RecordBatch>> {
+/// Record batches of every data file of one partition directory (only
+/// `columns` when given).
+pub(super) fn read_partition(dir: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     for path in data_files(dir)? {
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading {}", path.display()))?
-            .with_batch_size(64 * 1024)
-            .build()?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("reading {}", path.display()))?;
+        let reader = super::project(builder, columns).with_batch_size(64 * 1024).build()?;
         for b in reader {
             batches.push(b.with_context(|| format!("reading {}", path.display()))?);
         }

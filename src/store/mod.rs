@@ -40,6 +40,21 @@ pub fn partition_dir(day: i32) -> String {
 /// The key of a partition's directory under the root.
 use parquet::file::metadata::ParquetMetaData;
 
+/// `builder` reading only the top-level `columns` (all when None; names
+/// not in the file are left out, and their readers say so).
+fn project<T: parquet::file::reader::ChunkReader + 'static>(
+    builder: parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<T>,
+    columns: Option<&[&str]>,
+) -> parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<T> {
+    let Some(columns) = columns else { return builder };
+    let roots: Vec<usize> = columns
+        .iter()
+        .filter_map(|c| builder.schema().index_of(c).ok())
+        .collect();
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+    builder.with_projection(mask)
+}
+
 /// Rows, bytes and schema of a published partition, from its footers.
 #[derive(Debug, Default)]
 pub struct Footer {
@@ -193,9 +208,15 @@ impl Store {
 
     /// Record batches of every data file of a published partition (none if absent).
     pub fn read_partition(&self, table: Table, day: i32) -> Result<Vec<RecordBatch>> {
+        self.read_columns(table, day, None)
+    }
+
+    /// Like `read_partition`, decoding only `columns` (top-level names) when
+    /// given: what a reader of a few columns of a wide table needs.
+    pub fn read_columns(&self, table: Table, day: i32, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
         match &*self.backend {
-            Backend::Local(p) => local::read_partition(&p.join(partition_key(table, day))),
-            Backend::Object(b) => b.read_partition(&partition_key(table, day)),
+            Backend::Local(p) => local::read_partition(&p.join(partition_key(table, day)), columns),
+            Backend::Object(b) => b.read_partition(&partition_key(table, day), columns),
         }
     }
 

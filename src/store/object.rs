@@ -268,7 +268,7 @@ impl Bucket {
         Ok(out)
     }
 
-    pub(super) fn read_partition(&self, key: &str) -> Result<Vec<arrow_array::RecordBatch>> {
+    pub(super) fn read_partition(&self, key: &str, columns: Option<&[&str]>) -> Result<Vec<arrow_array::RecordBatch>> {
         let mut files: Vec<String> = self
             .list_keys(key)?
             .into_iter()
@@ -278,10 +278,9 @@ impl Bucket {
         let mut batches = Vec::new();
         for f in files {
             let Some(bytes) = self.read(&f)? else { continue };
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
-                .with_context(|| format!("reading {}/{f}", self.url))?
-                .with_batch_size(64 * 1024)
-                .build()?;
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+                .with_context(|| format!("reading {}/{f}", self.url))?;
+            let reader = super::project(builder, columns).with_batch_size(64 * 1024).build()?;
             for b in reader {
                 batches.push(b.with_context(|| format!("reading {}/{f}", self.url))?);
             }
