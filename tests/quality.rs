@@ -12,6 +12,17 @@ use skipflow::quality::{Check, Outcome, Quality, Severity};
 use std::path::{Path, PathBuf};
 
 const DAY_MS: i64 = 86_400_000;
+
+/// The tests of this file one at a time: several run batches in this
+/// process on one output after another, and a child process forked by a
+/// concurrent test between a lock's open and its release would inherit the
+/// output's flock and hold it until it execs (the next batch would find the
+/// output locked).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// 2026-01-05: day numbers in these tests count from it.
 const BASE_DAY: i32 = 20458;
 
@@ -78,6 +89,7 @@ fn day_published(out: &Path, day: i32) -> bool {
 
 #[test]
 fn share_gates_fire_at_their_threshold_and_not_below() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // 95 good + 5 malformed: rejected share 0.05. 90 good + 10 resent: duplicate share 0.1.
     let rejects = day_file(dir.path(), 0, 95, 5, 0);
@@ -134,6 +146,7 @@ fn daily_runs(dir: &Path, counts: &[usize], q: &Quality) -> BatchOutcome {
 
 #[test]
 fn the_volume_baseline_is_exactly_the_previous_seven_published_days() {
+    let _serial = serial();
     let band = |q: &mut Quality| {
         q.kept_volume.severity = Severity::Fail;
         q.table_rows.severity = Severity::Warn;
@@ -171,6 +184,7 @@ fn the_volume_baseline_is_exactly_the_previous_seven_published_days() {
 
 #[test]
 fn a_young_output_uses_the_days_it_has_and_the_first_day_is_not_judged() {
+    let _serial = serial();
     let q = only(|q| q.kept_volume.severity = Severity::Fail);
     let dir = tempfile::tempdir().unwrap();
     let first = daily_runs(dir.path(), &[10], &q);
@@ -192,6 +206,7 @@ fn a_young_output_uses_the_days_it_has_and_the_first_day_is_not_judged() {
 
 #[test]
 fn a_range_is_judged_day_by_day_against_the_days_before_each() {
+    let _serial = serial();
     // One run over days 0..=8: each day's baseline includes the range's own
     // earlier days, so it judges like nine daily runs.
     let q = only(|q| q.kept_volume.severity = Severity::Warn);
@@ -232,6 +247,7 @@ fn a_range_is_judged_day_by_day_against_the_days_before_each() {
 
 #[test]
 fn a_published_partition_with_another_schema_is_schema_drift() {
+    let _serial = serial();
     use arrow_array::{Array, Int32Array, RecordBatch};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -287,6 +303,7 @@ fn skipflow(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn cli_exits_4_with_one_line_and_publishes_no_partition_when_a_gate_fails() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let input = day_file(dir.path(), 0, 95, 5, 0);
     let job = dir.path().join("job.toml");
@@ -372,6 +389,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn continuous_holds_a_day_that_fails_a_gate_until_it_is_accepted() {
+    let _serial = serial();
     let k = skipflow::broker::EmbeddedKafka::start(None).unwrap();
     k.create_topic(common::kafka::TOPIC, 2).unwrap();
     // Days 0..=7 with 10 listens, day 8 with 30 (3x the median), one listen
@@ -479,6 +497,7 @@ fn run_until(job: &str, k: &skipflow::broker::EmbeddedKafka, out: &Path, done: i
 
 #[test]
 fn continuous_late_share_is_judged_on_what_was_read_since_the_last_finalization() {
+    let _serial = serial();
     // One partition keeps the order: days 0..=2, then a listen on day 4 that
     // finalizes them. Then one late listen for day 1 and a listen on day 6
     // that finalizes day 4: since the first finalization 2 records were
@@ -551,6 +570,7 @@ fn rewrite(path: &Path, kv: Option<(&str, &str)>) {
 
 #[test]
 fn the_kept_baseline_is_read_from_footers_and_summed_where_a_file_lacks_the_key() {
+    let _serial = serial();
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let q = only(|q| q.kept_volume.severity = Severity::Warn);
     let dir = tempfile::tempdir().unwrap();
