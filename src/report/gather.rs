@@ -4,6 +4,7 @@
 
 use crate::dates;
 use crate::schema::Table;
+use crate::sink::read::{col, i64_col, str_col};
 use crate::store::Store;
 use anyhow::{anyhow, Context, Result};
 use arrow_array::cast::AsArray;
@@ -90,10 +91,7 @@ pub fn gather(store: &Store, days: usize) -> Result<Facts> {
             .read_columns(Table::UserArtistDaily, d, Some(&["artist_id", "listens"]))
             .with_context(what)?
         {
-            let (a, n) = (b.column_by_name("artist_id"), ints(b, "listens")?);
-            let a = a
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| anyhow!("artist_id"))?;
+            let (a, n) = (str_col(b, "artist_id")?, i64_col(b, "listens")?);
             for i in 0..b.num_rows() {
                 *artists.entry(a.value(i).to_string()).or_insert(0.0) += n.value(i) as f64;
             }
@@ -102,8 +100,7 @@ pub fn gather(store: &Store, days: usize) -> Result<Facts> {
             .read_columns(Table::RejectedEvents, d, Some(&["reason"]))
             .with_context(what)?
         {
-            let r = b.column_by_name("reason").and_then(|c| c.as_string_opt::<i32>());
-            let r = r.ok_or_else(|| anyhow!("reason"))?;
+            let r = str_col(b, "reason")?;
             for i in 0..b.num_rows() {
                 let reason = r.value(i).split(':').next().unwrap_or_default().to_string();
                 *f.reasons.entry((d, reason)).or_insert(0.0) += 1.0;
@@ -121,24 +118,16 @@ pub fn gather(store: &Store, days: usize) -> Result<Facts> {
     Ok(f)
 }
 
-fn ints<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::Int64Array> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| anyhow!("column {name} is not int64"))
-}
-
 /// Adds one `user_daily` batch of day `d` to the distributions.
 fn user_daily(f: &mut Facts, d: i32, b: &RecordBatch) -> Result<()> {
-    let (listens, early) = (ints(b, "listens")?, ints(b, "early_skips")?);
-    let (sessions, longest) = (ints(b, "sessions")?, ints(b, "longest_session")?);
-    let rate = b
-        .column_by_name("skip_rate")
-        .and_then(|c| c.as_primitive_opt::<Float64Type>())
-        .ok_or_else(|| anyhow!("skip_rate"))?;
-    let hours = b
-        .column_by_name("listens_by_hour")
-        .and_then(|c| c.as_list_opt::<i32>())
-        .ok_or_else(|| anyhow!("listens_by_hour"))?;
+    let (listens, early) = (i64_col(b, "listens")?, i64_col(b, "early_skips")?);
+    let (sessions, longest) = (i64_col(b, "sessions")?, i64_col(b, "longest_session")?);
+    let rate = col(b, "skip_rate")?
+        .as_primitive_opt::<Float64Type>()
+        .ok_or_else(|| anyhow!("skip_rate is not a double"))?;
+    let hours = col(b, "listens_by_hour")?
+        .as_list_opt::<i32>()
+        .ok_or_else(|| anyhow!("listens_by_hour is not a list"))?;
     let bin = |x: f64| ((x * 20.0) as usize).min(19);
     for i in 0..b.num_rows() {
         let n = listens.value(i);

@@ -86,11 +86,7 @@ fn verdict(latest: Option<&Value>, fired: &[Value]) -> (String, &'static str) {
     };
     let fails = fired.iter().filter(|c| c["outcome"] == "fail").count();
     let warns = fired.len() - fails;
-    let balanced = r["counts"]["read"].as_u64().is_some_and(|read| {
-        let c = &r["counts"];
-        let n = |k: &str| c[k].as_u64().unwrap_or(0);
-        read == n("kept") + n("duplicates") + n("rejected") + n("out_of_range") + n("late")
-    });
+    let balanced = serde_json::from_value::<crate::report::Counts>(r["counts"].clone()).is_ok_and(|c| c.balanced());
     match (r["published"] != false, fails, warns, balanced) {
         (false, ..) => (
             format!("The latest run published nothing: {fails} quality checks failed."),

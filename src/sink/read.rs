@@ -11,19 +11,19 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 
-fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+pub(crate) fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     b.column_by_name(name)
         .map(|c| c.as_ref())
         .ok_or_else(|| anyhow!("column {name} missing"))
 }
 
-fn i64_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::Int64Array> {
+pub(crate) fn i64_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::Int64Array> {
     col(b, name)?
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| anyhow!("column {name} is not int64"))
 }
 
-fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::StringArray> {
+pub(crate) fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a arrow_array::StringArray> {
     col(b, name)?
         .as_string_opt::<i32>()
         .ok_or_else(|| anyhow!("column {name} is not a string"))

@@ -271,9 +271,7 @@ impl Store {
                 }
             }
             Backend::Object(b) => {
-                for (key, data) in b.data_files(&partition_key(table, day))? {
-                    let len = data.len() as u64;
-                    let meta = SerializedFileReader::new(bytes::Bytes::from(data))?.metadata().clone();
+                for (key, len, meta) in b.footers(&partition_key(table, day))? {
                     out.push((format!("{}/{key}", self.describe().trim_end_matches('/')), len, meta));
                 }
             }

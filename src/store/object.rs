@@ -16,6 +16,7 @@ use futures::TryStreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -207,21 +208,33 @@ impl Bucket {
         }
     }
 
+    /// One level of listing under `key`: its "directories" and objects.
+    fn list_level(&self, key: &str) -> Result<object_store::ListResult> {
+        self.rt
+            .block_on(self.store().list_with_delimiter(Some(&self.path(key))))
+            .map_err(|e| anyhow!("listing {}/{key}: {e}", self.url))
+    }
+
     /// Names of the "directories" directly under `key`.
     pub(super) fn list_dirs(&self, key: &str) -> Result<Vec<String>> {
-        let dir = self.path(key);
-        let r = self
-            .rt
-            .block_on(self.store().list_with_delimiter(Some(&dir)))
-            .map_err(|e| anyhow!("listing {}/{key}: {e}", self.url))?;
+        let r = self.list_level(key)?;
         Ok(r.common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
             .collect())
     }
 
-    /// Keys (relative to the root) of every object under `key`.
-    fn list_keys(&self, key: &str) -> Result<Vec<String>> {
+    /// Names of the objects directly under `key`.
+    pub(super) fn list_files(&self, key: &str) -> Result<Vec<String>> {
+        let r = self.list_level(key)?;
+        Ok(r.objects
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    /// Every object under `key`, with its key relative to the root.
+    fn list_objects(&self, key: &str) -> Result<Vec<(String, object_store::ObjectMeta)>> {
         let dir = self.path(key);
         let metas: Vec<object_store::ObjectMeta> = self
             .rt
@@ -234,36 +247,40 @@ impl Bucket {
         };
         Ok(metas
             .into_iter()
-            .map(|m| m.location.as_ref()[strip..].to_string())
+            .map(|m| (m.location.as_ref()[strip..].to_string(), m))
             .collect())
     }
 
-    /// Names of the objects directly under `key`.
-    pub(super) fn list_files(&self, key: &str) -> Result<Vec<String>> {
-        let dir = self.path(key);
-        let r = self
-            .rt
-            .block_on(self.store().list_with_delimiter(Some(&dir)))
-            .map_err(|e| anyhow!("listing {}/{key}: {e}", self.url))?;
-        Ok(r.objects
-            .iter()
-            .filter_map(|m| m.location.filename().map(str::to_string))
-            .collect())
+    /// Keys (relative to the root) of every object under `key`.
+    fn list_keys(&self, key: &str) -> Result<Vec<String>> {
+        Ok(self.list_objects(key)?.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// The data files of a partition: (key, bytes).
-    pub(super) fn data_files(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut files: Vec<String> = self
-            .list_keys(dir)?
+    /// The footers of a partition's data files, fetched by ranges (the last
+    /// 8 bytes, then the metadata), not whole objects: (key, size, metadata).
+    pub(super) fn footers(&self, dir: &str) -> Result<Vec<(String, u64, ParquetMetaData)>> {
+        let mut files: Vec<(String, object_store::ObjectMeta)> = self
+            .list_objects(dir)?
             .into_iter()
-            .filter(|k| k.ends_with(".parquet"))
+            .filter(|(k, _)| k.ends_with(".parquet"))
             .collect();
-        files.sort();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
-        for f in files {
-            if let Some(b) = self.read(&f)? {
-                out.push((f, b));
-            }
+        for (key, m) in files {
+            let what = || format!("reading the footer of {}/{key}", self.url);
+            let (size, at) = (m.size, &m.location);
+            let tail = self
+                .rt
+                .block_on(self.store().get_range(at, size.saturating_sub(8)..size));
+            let tail: [u8; 8] = tail.with_context(what)?.as_ref().try_into().with_context(what)?;
+            let len = FooterTail::try_new(&tail).with_context(what)?.metadata_length() as u64;
+            let start = size.checked_sub(8 + len).with_context(what)?;
+            let buf = self
+                .rt
+                .block_on(self.store().get_range(at, start..size - 8))
+                .with_context(what)?;
+            let meta = ParquetMetaDataReader::decode_metadata(&buf).with_context(what)?;
+            out.push((key, size, meta));
         }
         Ok(out)
     }
