@@ -558,7 +558,50 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
     })
 }
 
-type ValBuilder<K, V> = differential_dataflow::trace::implementations::ValBuilder<K, V, Time, Diff>;
+type ValBuilder<K, V> = ExactBuilder<K, V>;
+
+type OrdBatch<K, V> = differential_dataflow::trace::implementations::ord_neu::OrdValBatch<
+    differential_dataflow::trace::implementations::Vector<((K, V), Time, Diff)>,
+>;
+
+/// differential's builder for a reduce's output batches, whose vectors are
+/// trimmed to their length once built. The reduce pushes into them one row
+/// at a time, so they grow by doubling and would keep up to half their
+/// capacity unused for the life of the batch (a batch run's outputs are
+/// one batch each).
+pub struct ExactBuilder<K: Ord + Clone + 'static, V: Ord + Clone + 'static>(
+    differential_dataflow::trace::implementations::ValBuilder<K, V, Time, Diff>,
+);
+
+impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> Default for ExactBuilder<K, V> {
+    fn default() -> Self {
+        Self(Default::default())
+    }
+}
+
+impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> differential_dataflow::trace::Builder for ExactBuilder<K, V> {
+    type Input = Vec<((K, V), Time, Diff)>;
+    type Time = Time;
+    type Output = OrdBatch<K, V>;
+
+    fn push(&mut self, chunk: &mut Self::Input) {
+        self.0.push(chunk)
+    }
+
+    fn done(self) -> Option<Self::Output> {
+        let mut batch = self.0.done()?;
+        let s = &mut batch.storage;
+        s.keys.shrink_to_fit();
+        s.vals.vals.shrink_to_fit();
+        s.upds.times.shrink_to_fit();
+        s.upds.diffs.shrink_to_fit();
+        for offs in [&mut s.vals.offs, &mut s.upds.offs] {
+            offs.smol.shrink_to_fit();
+            offs.chonk.shrink_to_fit();
+        }
+        Some(batch)
+    }
+}
 
 /// The as-of days: from the first to the last day seen, after the last
 /// final day. One group (one worker): recomputed when the bounds or the

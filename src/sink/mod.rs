@@ -205,8 +205,10 @@ pub fn collect_table(
 
 /// One owner per partition, the same on every worker given the same shares:
 /// partitions largest first (every worker's share sizes summed), each to
-/// the worker with the fewest rows so far, so the big tables of a day
-/// spread over the workers.
+/// the worker with the fewest rows of that table so far (then the fewest
+/// rows in all), so every table's days spread evenly over the workers: a
+/// batch stages one table at a time, and a table whose big days landed on
+/// one worker would keep the others waiting.
 pub fn owners(sizes: impl Iterator<Item = ((Table, i32), u64)>, peers: usize) -> BTreeMap<(Table, i32), usize> {
     let mut size: BTreeMap<(Table, i32), u64> = BTreeMap::new();
     for (k, n) in sizes {
@@ -214,12 +216,16 @@ pub fn owners(sizes: impl Iterator<Item = ((Table, i32), u64)>, peers: usize) ->
     }
     let mut order: Vec<((Table, i32), u64)> = size.into_iter().collect();
     order.sort_by_key(|(k, n)| (std::cmp::Reverse(*n), *k));
-    let mut load = vec![0u64; peers.max(1)];
+    let peers = peers.max(1);
+    let mut total = vec![0u64; peers];
+    let mut per_table: HashMap<Table, Vec<u64>> = HashMap::new();
     order
         .into_iter()
         .map(|(k, n)| {
-            let w = (0..load.len()).min_by_key(|w| (load[*w], *w)).expect("a worker");
+            let load = per_table.entry(k.0).or_insert_with(|| vec![0; peers]);
+            let w = (0..peers).min_by_key(|w| (load[*w], total[*w], *w)).expect("a worker");
             load[w] += n.max(1);
+            total[w] += n.max(1);
             (k, w)
         })
         .collect()

@@ -47,7 +47,8 @@ impl Compression {
 }
 
 /// Cuts `paths` into splits for `parts` workers: a plain file into up to
-/// `parts` line-aligned ranges (one pass counting lines), a compressed file whole.
+/// `parts` line-aligned ranges (the lines before each counted in parallel), a
+/// compressed file whole.
 pub fn plan(paths: &[String], parts: usize) -> Result<Vec<Split>> {
     let mut splits = Vec::new();
     for (file, path) in paths.iter().enumerate() {
@@ -68,36 +69,21 @@ pub fn plan(paths: &[String], parts: usize) -> Result<Vec<Split>> {
             continue;
         }
         let size = meta.len();
-        let mut f = File::open(path)?;
-        let mut buf = vec![0u8; 1 << 22];
-        let mut pos = 0u64;
-        let mut lines = 0i64;
+        let bounds = boundaries(path, size, parts)?;
+        let counts = count_lines(path, &bounds)?;
         let mut start = 0u64;
         let mut first_line = 1i64;
-        let mut k = 1usize;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            for nl in memchr::memchr_iter(b'\n', &buf[..n]) {
-                lines += 1;
-                let after = pos + nl as u64 + 1;
-                if k < parts && after >= size * k as u64 / parts as u64 {
-                    splits.push(Split {
-                        file,
-                        path: path.clone(),
-                        start,
-                        end: Some(after),
-                        first_line,
-                        compression,
-                    });
-                    start = after;
-                    first_line = lines + 1;
-                    k += 1;
-                }
-            }
-            pos += n as u64;
+        for (&end, lines) in bounds.iter().zip(counts) {
+            splits.push(Split {
+                file,
+                path: path.clone(),
+                start,
+                end: Some(end),
+                first_line,
+                compression,
+            });
+            start = end;
+            first_line += lines;
         }
         if start < size || splits.iter().all(|s| s.file != file) {
             splits.push(Split {
@@ -111,6 +97,64 @@ pub fn plan(paths: &[String], parts: usize) -> Result<Vec<Split>> {
         }
     }
     Ok(splits)
+}
+
+/// The ends of the first `parts - 1` splits of a plain file: for split k,
+/// just after the first newline at or past `size * k / parts` (and past the
+/// previous end). Found by seeking, not by reading the file.
+fn boundaries(path: &str, size: u64, parts: usize) -> Result<Vec<u64>> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut ends: Vec<u64> = Vec::new();
+    for k in 1..parts as u64 {
+        let mut pos = (size * k / parts as u64)
+            .saturating_sub(1)
+            .max(ends.last().copied().unwrap_or(0));
+        f.seek(SeekFrom::Start(pos))?;
+        let end = loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break None;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                break Some(pos + i as u64 + 1);
+            }
+            pos += n as u64;
+        };
+        match end {
+            Some(e) => ends.push(e),
+            None => break,
+        }
+    }
+    Ok(ends)
+}
+
+/// Lines in each range `[previous end, end)` of `ends`, counted in parallel
+/// (one thread per range): the first line number of every split.
+fn count_lines(path: &str, ends: &[u64]) -> Result<Vec<i64>> {
+    let count = |start: u64, end: u64| -> Result<i64> {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::Start(start))?;
+        let mut r = f.take(end - start);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut lines = 0i64;
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(lines);
+            }
+            lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as i64;
+        }
+    };
+    std::thread::scope(|s| {
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let counting: Vec<_> = starts.zip(ends).map(|(a, &b)| s.spawn(move || count(a, b))).collect();
+        counting
+            .into_iter()
+            .map(|h| h.join().expect("a line-counting thread panicked"))
+            .collect::<Result<Vec<i64>>>()
+    })
+    .with_context(|| format!("input file {path} cannot be read"))
 }
 
 /// Reads the lines of a list of splits.
@@ -341,6 +385,33 @@ mod tests {
         let paths = vec![p.to_string_lossy().to_string()];
         assert_eq!(read_all(&paths, 1), expect);
         assert_eq!(read_all(&paths, 3), expect);
+    }
+
+    /// A file large enough to be cut: every number of parts reads the same
+    /// lines with the same line numbers, also when one line is longer than
+    /// a split (cuts collapse onto its end) and the file ends without a newline.
+    #[test]
+    fn planned_splits_of_a_large_file_agree_with_one_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ndjson");
+        let mut f = File::create(&p).unwrap();
+        for i in 0..120_000usize {
+            if i == 60_000 {
+                writeln!(f, "{}", "y".repeat(3 << 20)).unwrap();
+            }
+            write!(f, "{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 13)).unwrap();
+            if i + 1 < 120_000 {
+                writeln!(f).unwrap();
+            }
+        }
+        drop(f);
+        let paths = vec![p.to_string_lossy().to_string()];
+        let one = read_all(&paths, 1);
+        assert_eq!(one.len(), 120_001);
+        for parts in [2, 3, 8, 64] {
+            assert!(plan(&paths, parts).unwrap().len() > 1, "{parts} parts cut the file");
+            assert_eq!(read_all(&paths, parts), one, "{parts} parts");
+        }
     }
 
     #[test]
