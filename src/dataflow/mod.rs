@@ -1,7 +1,7 @@
 //! The feature dataflow: one definition shared by batch and continuous runs.
 //!
 //! ```text
-//! listens ((day, event), Listen) --reduce: keep smallest--> kept
+//! listens ((day, event), Listen) --arrange, dedup (smallest per key)--> kept
 //! kept --arrange by (user, day)--+--reduce--> user_daily
 //!                                +--reduce--> user_track_daily
 //!                                +--reduce--> user_artist_daily
@@ -12,6 +12,8 @@
 //! Ids are interned `u32`s; wherever the spec orders by bytes (dedup minimum,
 //! ties, smallest artist, session order on equal `ts`) strings are resolved
 //! through the interner and compared byte-wise.
+
+mod dedup;
 
 use crate::decode::{Reject, MS_PER_DAY};
 use crate::intern::{EventKey, Id, Interner, Name};
@@ -380,30 +382,9 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
         let as_of = as_of_days(seen, fin);
 
         // Dedup: of each (day, event id) group keep the smallest by the spec's tuple.
-        let int = interner.clone();
         let listens = listens.arrange_by_key_named("Listens");
         let listens_trace = opts.continuous.then(|| listens.trace.clone());
-        let kept = listens
-            .reduce_abelian::<_, ValBuilder<EventKey, Listen>, ValSpine<EventKey, Listen, Time, Diff>, _, _>(
-                "Dedup",
-                move |_key, vals: &[(&Listen, Diff)], out: &mut Vec<(Listen, Diff)>| {
-                    let mut best = vals[0].0;
-                    for (v, _) in &vals[1..] {
-                        if v.time.ms_of_day() != best.time.ms_of_day() {
-                            break; // values are sorted by ts first
-                        }
-                        if dedup_order(v, best, &int) == Ordering::Less {
-                            best = v;
-                        }
-                    }
-                    out.push((*best, 1));
-                },
-                |vec, key, upds| {
-                    vec.clear();
-                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
-                },
-            )
-            .as_collection(|k, v| (*k, *v));
+        let kept = dedup::kept(listens, interner.clone());
 
         let kept_stats = Rc::new(RefCell::new(KeptStats::default()));
         let stats = kept_stats.clone();
