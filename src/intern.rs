@@ -150,7 +150,8 @@ impl Hash for EventKey {
             return;
         }
         self.day.hash(h);
-        with_event_ids(self.day, |ids| ids.0.with_bytes(self.eid, |b| b.hash(h)));
+        // The stored form is a function of the string: the same in every process.
+        with_event_ids(self.day, |ids| ids.0.with_stored(self.eid, |s| s.hash(h)));
     }
 }
 
@@ -205,8 +206,11 @@ const SHARDS: usize = 16;
 const CHUNK: usize = 1 << 20;
 
 /// A compact concurrent interner for the many short-lived event ids: bytes
-/// in 1 MiB chunks, a hash table of indices, 16 locked shards. About 45
-/// bytes per 36-byte id (the general interner needs about 110).
+/// in 1 MiB chunks, a hash table of indices, 16 locked shards. An id of
+/// lowercase hex digits and even length (hex digests, as most producers
+/// write) is stored two digits a byte, marked in its length byte; any other
+/// string as it is. The stored form is a function of the string, so
+/// comparing stored forms compares strings. About 30 bytes per 32-digit id.
 pub struct CompactStrings {
     shards: Vec<std::sync::Mutex<Shard>>,
     hasher: RandomState,
@@ -215,18 +219,52 @@ pub struct CompactStrings {
 #[derive(Default)]
 struct Shard {
     table: hashbrown::HashTable<u32>,
-    /// chunk (24 bits) | offset (32 bits) | length (8 bits) of each string.
+    /// chunk (24 bits) | offset (32 bits) | packed (1 bit) | length (7 bits) of each string.
     locs: Vec<u64>,
     chunks: Vec<Vec<u8>>,
 }
 
-fn get(chunks: &[Vec<u8>], loc: u64) -> &[u8] {
+const PACKED: u64 = 0x80;
+
+/// The stored form of `s` in `buf`: (packed, bytes).
+fn encode<'a>(s: &'a [u8], buf: &'a mut [u8; 64]) -> (bool, &'a [u8]) {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if s.is_empty() || s.len() % 2 == 1 || s.len() > 128 {
+        return (false, s);
+    }
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => buf[i] = (hi << 4) | lo,
+            _ => return (false, s),
+        }
+    }
+    (true, &buf[..s.len() / 2])
+}
+
+/// The string of a stored form, in `buf`.
+fn decode<'a>(packed: bool, b: &'a [u8], buf: &'a mut [u8; 128]) -> &'a [u8] {
+    if !packed {
+        return b;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, x) in b.iter().enumerate() {
+        buf[2 * i] = HEX[(x >> 4) as usize];
+        buf[2 * i + 1] = HEX[(x & 0xf) as usize];
+    }
+    &buf[..2 * b.len()]
+}
+
+fn get(chunks: &[Vec<u8>], loc: u64) -> (bool, &[u8]) {
     let (c, off, len) = (
         (loc >> 40) as usize,
         ((loc >> 8) & 0xffff_ffff) as usize,
-        (loc & 0xff) as usize,
+        (loc & 0x7f) as usize,
     );
-    &chunks[c][off..off + len]
+    (loc & PACKED != 0, &chunks[c][off..off + len])
 }
 
 impl Default for CompactStrings {
@@ -239,17 +277,19 @@ impl Default for CompactStrings {
 }
 
 impl CompactStrings {
-    /// Interns a string of at most 255 bytes (event ids have at most 64).
+    /// Interns a string of at most 127 bytes (event ids have at most 64).
     pub fn intern(&self, s: &str) -> Id {
-        let b = s.as_bytes();
-        assert!(b.len() < 256, "compact strings hold at most 255 bytes");
-        let h = self.hasher.hash_one(b);
+        let mut buf = [0u8; 64];
+        let key = encode(s.as_bytes(), &mut buf);
+        assert!(key.1.len() < 128, "compact strings hold at most 127 bytes");
+        let h = self.hasher.hash_one(key);
         let shard = (h as usize) % SHARDS;
         let mut guard = self.shards[shard].lock().expect("interner shard");
         let Shard { table, locs, chunks } = &mut *guard;
-        if let Some(&i) = table.find(h, |&i| get(chunks, locs[i as usize]) == b) {
+        if let Some(&i) = table.find(h, |&i| get(chunks, locs[i as usize]) == key) {
             return (i << 4) | shard as u32;
         }
+        let (packed, b) = key;
         if chunks.last().is_none_or(|c| c.len() + b.len() > CHUNK) {
             chunks.push(Vec::with_capacity(CHUNK));
         }
@@ -258,7 +298,8 @@ impl CompactStrings {
         chunks[c].extend_from_slice(b);
         let i = locs.len() as u32;
         assert!(i < 1 << 28, "too many event ids in one day");
-        locs.push(((c as u64) << 40) | ((off as u64) << 8) | b.len() as u64);
+        let flag = if packed { PACKED } else { 0 };
+        locs.push(((c as u64) << 40) | ((off as u64) << 8) | flag | b.len() as u64);
         let hasher = &self.hasher;
         table.insert_unique(h, i, |&j| hasher.hash_one(get(chunks, locs[j as usize])));
         (i << 4) | shard as u32
@@ -269,10 +310,18 @@ impl CompactStrings {
         self.with_bytes(id, |b| String::from_utf8_lossy(b).into_owned())
     }
 
-    /// Calls `f` with the bytes of an id (no copy).
-    pub fn with_bytes<R>(&self, id: Id, f: impl FnOnce(&[u8]) -> R) -> R {
+    /// Calls `f` with the stored form of an id (packed or not, and its bytes).
+    pub fn with_stored<R>(&self, id: Id, f: impl FnOnce((bool, &[u8])) -> R) -> R {
         let guard = self.shards[(id & 0xf) as usize].lock().expect("interner shard");
         f(get(&guard.chunks, guard.locs[(id >> 4) as usize]))
+    }
+
+    /// Calls `f` with the bytes of an id's string.
+    pub fn with_bytes<R>(&self, id: Id, f: impl FnOnce(&[u8]) -> R) -> R {
+        let guard = self.shards[(id & 0xf) as usize].lock().expect("interner shard");
+        let (packed, b) = get(&guard.chunks, guard.locs[(id >> 4) as usize]);
+        let mut buf = [0u8; 128];
+        f(decode(packed, b, &mut buf))
     }
 }
 
@@ -373,6 +422,32 @@ mod tests {
             let id = d2.intern(&s);
             assert_eq!(d2.intern(&s), id);
             assert_eq!(d2.resolve(id), s);
+        }
+        // Hex ids are stored packed, others as they are; never merged.
+        let forms = [
+            "00ff",
+            "00FF",
+            "0",
+            "abc",
+            "ab",
+            "ab0",
+            "g0",
+            "",
+            "deadbeef",
+            "DEADBEEF",
+            "dead-beef",
+        ];
+        let long_hex = "0123456789abcdef".repeat(8);
+        let ids: Vec<Id> = forms
+            .iter()
+            .copied()
+            .chain([long_hex.as_str()])
+            .map(|s| d1.intern(s))
+            .collect();
+        for (k, s) in forms.iter().copied().chain([long_hex.as_str()]).enumerate() {
+            assert_eq!(d1.resolve(ids[k]), s);
+            assert_eq!(d1.intern(s), ids[k]);
+            assert!(ids[..k].iter().all(|&o| o != ids[k]), "{s} shares an id");
         }
         assert_eq!(d1.resolve(x), "x");
         assert_eq!(i.event_day(1).intern("x"), x);
