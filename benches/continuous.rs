@@ -429,6 +429,53 @@ fn scrape(addr: &str) -> Option<String> {
     Some(body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(body))
 }
 
+/// Bytes of resident memory per listen held in the dataflow (the listens
+/// arrangement's updates: the open days' kept and duplicate records), and
+/// the updates of every exported arrangement per such listen.
+fn state_per_listen(metrics: &str) -> String {
+    let rss = metric(metrics, "skipflow_resident_memory_bytes");
+    let records = |a: &str| metric(metrics, &format!("skipflow_arrangement_records{{arrangement=\"{a}\"}}"));
+    let all: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("skipflow_arrangement_records{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    match (rss, records("listens")) {
+        (Some(rss), Some(n)) if n > 0.0 => format!(
+            "{:.0} B ({:.2} GB / {} listens; {:.2} arrangement updates per listen)",
+            rss / n,
+            rss / 1e9,
+            thousands(n),
+            all / n
+        ),
+        _ => "-".into(),
+    }
+}
+
+/// Parquet rows a live commit wrote per record published since the commit
+/// before (flat when commits write what changed; growing when every commit
+/// rewrites whole days).
+fn write_amplification(rows: &[(u64, u64)], between: &[f64], interval_s: f64) -> String {
+    let ratios: Vec<String> = rows
+        .iter()
+        .skip(1)
+        .zip(between)
+        .map(|((r, _), per_s)| {
+            let published = per_s * interval_s;
+            if published > 0.0 {
+                format!("{:.1}", *r as f64 / published)
+            } else {
+                "-".into()
+            }
+        })
+        .collect();
+    if ratios.is_empty() {
+        "-".into()
+    } else {
+        ratios.join(" ")
+    }
+}
+
 /// The value of the first sample line of `name` (the bare name, or the name with its labels).
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -1650,6 +1697,10 @@ fn run(args: &Args) -> Result<()> {
                 .join(" "),
         );
         let ci = humantime::parse_duration(&args.commit_interval).map_or(30.0, |d| d.as_secs_f64());
+        row(
+            "live: Parquet rows written per record published, per commit",
+            write_amplification(&l.rows, &l.between, ci),
+        );
         let during: Vec<i64> = l.lags.iter().filter(|x| x.1).map(|x| x.0).collect();
         let growth = match (during.first(), during.last()) {
             (Some(a), Some(b)) if during.len() >= 2 => (b - a) as f64 / args.rate as f64,
@@ -1703,6 +1754,10 @@ fn run(args: &Args) -> Result<()> {
             );
         }
     }
+    row(
+        "state per open-day listen: RSS at the last commit / listens held",
+        state_per_listen(&final_text),
+    );
     row(
         "skipflow peak RSS (VmHWM)",
         format!("{:.0} MB", peak_kb as f64 / 1024.0),
