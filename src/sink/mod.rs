@@ -281,3 +281,41 @@ pub fn stage_partition(staging: &Staging, day: i32, rows: PartRows, int: &Intern
         bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every worker computes the same owners whatever order the shares
+        /// arrive in, and each table's rows spread so that no worker has more
+        /// than one partition's worth above another (a batch stages a table
+        /// at a time: the table's slowest worker sets its time).
+        #[test]
+        fn owners_spread_each_table(
+            sizes in proptest::collection::vec((0usize..3, 0i32..12, 1u64..1000), 1..40),
+            peers in 1usize..5,
+        ) {
+            let tables = [Table::UserDaily, Table::UserTrackDaily, Table::UserArtistDaily];
+            let entries: Vec<((Table, i32), u64)> = sizes.iter().map(|&(t, d, n)| ((tables[t], d), n)).collect();
+            let owners = owners(entries.iter().copied(), peers);
+            prop_assert_eq!(&owners, &super::owners(entries.iter().rev().copied(), peers));
+            let mut summed: BTreeMap<(Table, i32), u64> = BTreeMap::new();
+            for (k, n) in &entries {
+                *summed.entry(*k).or_insert(0) += n;
+            }
+            for t in tables {
+                let mut load = vec![0u64; peers];
+                let mut largest = 0;
+                for (k, n) in summed.iter().filter(|(k, _)| k.0 == t) {
+                    prop_assert!(owners[k] < peers);
+                    load[owners[k]] += n;
+                    largest = largest.max(*n);
+                }
+                let (lo, hi) = (load.iter().min().unwrap(), load.iter().max().unwrap());
+                prop_assert!(hi - lo <= largest, "{:?}: loads {:?}", t, load);
+            }
+        }
+    }
+}
