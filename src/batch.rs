@@ -321,10 +321,12 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     let t0 = Instant::now();
     let (feeder, read) = read_input(worker, c, &mut h, &sources)?;
     log_phase(index, t0, "input read");
-    // Time 0 is complete once every worker's events are through.
+    // Time 0 is complete once every worker's events are through. The
+    // listens input closes (it has nothing at time 1): once every worker's
+    // is closed, Dedup lets go of the Listens trace and it is freed.
+    drop(h.listens);
     for t in [
-        &mut h.listens as &mut dyn Advance,
-        &mut h.rejected,
+        &mut h.rejected as &mut dyn Advance,
         &mut h.prior,
         &mut h.seen,
         &mut h.fin,
@@ -370,7 +372,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
             h.fin.update(from - 1, 1);
         }
     }
-    drop((h.listens, h.rejected, h.prior, h.seen, h.fin));
+    drop((h.rejected, h.prior, h.seen, h.fin));
     mailbox::wait(worker, &c.abort, || probe.done())?;
     log_phase(index, t0, "profile computed");
 

@@ -9,7 +9,8 @@
 //! smallest listen before the batch; the batch's updates are applied in time
 //! order (times are totally ordered), and each time the smallest changes the
 //! old one is retracted and the new one added at that time. The output is
-//! the collection a reduce would produce, without holding it.
+//! the collection a reduce would produce, without holding it. Once the input
+//! is complete (batch), the operator lets go of the trace.
 
 use super::{dedup_order, Diff, Listen, ListenTrace, Time};
 use crate::intern::{EventKey, Interner};
@@ -27,13 +28,14 @@ pub fn kept<'s>(
     listens: Arranged<'s, ListenTrace>,
     int: Arc<Interner>,
 ) -> VecCollection<'s, Time, (EventKey, Listen), Diff> {
-    let mut trace = listens.trace;
+    let mut trace = Some(listens.trace);
     listens
         .stream
-        .unary(Pipeline, "Dedup", move |_, _| {
+        .unary_frontier(Pipeline, "Dedup", move |_, _| {
             let mut group = Group::default();
-            move |input, output| {
+            move |(input, frontier), output| {
                 input.for_each(|time, spans| {
+                    let Some(trace) = trace.as_mut() else { return };
                     let mut session = output.session(&time);
                     for span in spans.iter() {
                         if let Some(batch) = span.inner.as_ref() {
@@ -53,6 +55,13 @@ pub fn kept<'s>(
                         trace.set_physical_compaction(span.upper().borrow());
                     }
                 });
+                // No more input (a batch run's listens are all in): the
+                // history is needed no more, and when no other reader holds
+                // the Listens trace (batch), dropping this handle frees it
+                // before the daily tables are computed.
+                if frontier.is_empty() {
+                    trace = None;
+                }
             }
         })
         .as_collection()
