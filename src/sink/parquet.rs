@@ -215,14 +215,14 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 strs(v.iter().map(|(_, r)| int.resolve(r.track.0))),
                 days(day, n),
                 strs(v.iter().map(|(_, r)| int.resolve(r.artist.0))),
-                i64s(v.iter().map(|(_, r)| r.listens)),
-                i64s(v.iter().map(|(_, r)| r.plays)),
-                i64s(v.iter().map(|(_, r)| r.skips)),
-                i64s(v.iter().map(|(_, r)| r.early_skips)),
+                i64s(v.iter().map(|(_, r)| r.listens.into())),
+                i64s(v.iter().map(|(_, r)| r.plays.into())),
+                i64s(v.iter().map(|(_, r)| r.skips.into())),
+                i64s(v.iter().map(|(_, r)| r.early_skips.into())),
                 i64s(v.iter().map(|(_, r)| r.ms_played)),
                 f64s(v.iter().map(|(_, r)| ratio(r.sum_min, r.sum_duration))),
-                ts_array(v.iter().map(|(_, r)| r.first_ts)),
-                ts_array(v.iter().map(|(_, r)| r.last_ts)),
+                ts_array(v.iter().map(|(_, r)| r.first_ts(day))),
+                ts_array(v.iter().map(|(_, r)| r.last_ts(day))),
             ]
         }
         PartRows::UserArtistDaily(mut v) => {
@@ -234,11 +234,11 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
                 strs(v.iter().map(|(_, r)| int.resolve(r.artist.0))),
                 days(day, n),
-                i64s(v.iter().map(|(_, r)| r.listens)),
-                i64s(v.iter().map(|(_, r)| r.plays)),
-                i64s(v.iter().map(|(_, r)| r.skips)),
+                i64s(v.iter().map(|(_, r)| r.listens.into())),
+                i64s(v.iter().map(|(_, r)| r.plays.into())),
+                i64s(v.iter().map(|(_, r)| r.skips.into())),
                 i64s(v.iter().map(|(_, r)| r.ms_played)),
-                i64s(v.iter().map(|(_, r)| r.distinct_tracks)),
+                i64s(v.iter().map(|(_, r)| r.distinct_tracks.into())),
             ]
         }
         PartRows::UserProfile(mut v) => {
