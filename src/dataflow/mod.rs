@@ -436,35 +436,9 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
             })
             .arrange_by_key_named("ByUserDay");
 
-        let daily = by_user_day
-            .clone()
-            .reduce_abelian::<_, ValBuilderOf<DailyRow>, ValSpine<(i32, Name), DailyRow, Time, Diff>, _, _>(
-                "UserDaily",
-                user_daily_logic(interner.clone()),
-                |vec, key, upds| {
-                    vec.clear();
-                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
-                },
-            );
-        let tracks = by_user_day
-            .clone()
-            .reduce_abelian::<_, ValBuilderOf<TrackRow>, ValSpine<(i32, Name), TrackRow, Time, Diff>, _, _>(
-                "UserTrackDaily",
-                user_track_logic(interner.clone()),
-                |vec, key, upds| {
-                    vec.clear();
-                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
-                },
-            );
-        let artists = by_user_day
-            .reduce_abelian::<_, ValBuilderOf<ArtistRow>, ValSpine<(i32, Name), ArtistRow, Time, Diff>, _, _>(
-                "UserArtistDaily",
-                user_artist_logic(),
-                |vec, key, upds| {
-                    vec.clear();
-                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
-                },
-            );
+        let daily = daily_table(&by_user_day, "UserDaily", user_daily_logic(interner.clone()));
+        let tracks = daily_table(&by_user_day, "UserTrackDaily", user_track_logic(interner.clone()));
+        let artists = daily_table(&by_user_day, "UserArtistDaily", user_artist_logic());
 
         // The profile's inputs: this run's daily rows, prior days' rows, as-of markers.
         let daily_in = daily.clone().as_collection(|&(d, u), r: &DailyRow| {
@@ -633,6 +607,30 @@ fn as_of_days<'s>(
         .map(|((), d)| d)
 }
 type ValBuilderOf<V> = ValBuilder<(i32, Name), V>;
+
+/// The (day, user) arrangement of kept listens.
+type ByUserDay<'s> = differential_dataflow::operators::arrange::Arranged<'s, DayTrace<DayListen>>;
+
+/// One daily table: a reduce of every (day, user) group of kept listens.
+fn daily_table<'s, V>(
+    by_user_day: &ByUserDay<'s>,
+    name: &str,
+    logic: impl GroupLogic<(i32, Name), DayListen, V>,
+) -> differential_dataflow::operators::arrange::Arranged<'s, DayTrace<V>>
+where
+    V: differential_dataflow::ExchangeData,
+{
+    by_user_day
+        .clone()
+        .reduce_abelian::<_, ValBuilderOf<V>, ValSpine<(i32, Name), V, Time, Diff>, _, _>(
+            name,
+            logic,
+            |vec, key, upds| {
+                vec.clear();
+                vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+            },
+        )
+}
 
 /// The logic of one reduce: a key, its values with counts, the output rows.
 pub trait GroupLogic<K, V, O>: FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>) + 'static {}
