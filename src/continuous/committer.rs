@@ -264,11 +264,6 @@ impl Committer {
     /// truth) and metrics, once a checkpoint is written.
     fn after_checkpoint(&mut self, c: &Ctx, ck: &Checkpoint, g: &Merged, published: usize, started: Instant) {
         let m = &c.metrics;
-        for p in partitions(ck, &g.states) {
-            if let Some(l) = p.lag {
-                m.lag.with_label_values(&[&p.partition.to_string()]).set(l);
-            }
-        }
         if let Some(consumer) = &self.offsets {
             let mut tpl = rdkafka::TopicPartitionList::new();
             for (p, o) in &ck.offsets {
@@ -320,6 +315,14 @@ impl Committer {
         m.partitions_published.inc_by(published as u64);
         m.last_commit_timestamp.set(now);
         m.last_commit_duration.set(started.elapsed().as_secs_f64());
+        // Lag last: a scrape that shows a partition's lag shows the rest of
+        // the commit's metrics too (the lag series exist only once a commit
+        // set them).
+        for p in partitions(ck, &g.states) {
+            if let Some(l) = p.lag {
+                m.lag.with_label_values(&[&p.partition.to_string()]).set(l);
+            }
+        }
     }
 }
 
