@@ -484,26 +484,16 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
                     c.borrow_mut().entry(*t).or_default().insert((table, *d));
                 }
             };
-            daily
-                .clone()
-                .as_collection(|&(d, _), _| d)
-                .inspect(record(Table::UserDaily, &changes));
-            tracks
-                .clone()
-                .as_collection(|&(d, _), _| d)
-                .inspect(record(Table::UserTrackDaily, &changes));
-            artists
-                .clone()
-                .as_collection(|&(d, _), _| d)
-                .inspect(record(Table::UserArtistDaily, &changes));
-            profile
-                .clone()
-                .as_collection(|_, (a, _)| *a)
-                .inspect(record(Table::UserProfile28d, &changes));
-            rejected
-                .clone()
-                .as_collection(|&d, _| d)
-                .inspect(record(Table::RejectedEvents, &changes));
+            let days = [
+                (days_of(&daily), Table::UserDaily),
+                (days_of(&tracks), Table::UserTrackDaily),
+                (days_of(&artists), Table::UserArtistDaily),
+                (profile.clone().as_collection(|_, (a, _)| *a), Table::UserProfile28d),
+                (rejected.clone().as_collection(|&d, _| d), Table::RejectedEvents),
+            ];
+            for (d, table) in days {
+                d.inspect(record(table, &changes));
+            }
         }
 
         // The sink reads these arrangements; the probe tells when they are complete.
@@ -610,6 +600,13 @@ type ValBuilderOf<V> = ValBuilder<(i32, Name), V>;
 
 /// The (day, user) arrangement of kept listens.
 type ByUserDay<'s> = differential_dataflow::operators::arrange::Arranged<'s, DayTrace<DayListen>>;
+
+/// The day of every change of a daily table.
+fn days_of<'s, V: differential_dataflow::ExchangeData>(
+    t: &differential_dataflow::operators::arrange::Arranged<'s, DayTrace<V>>,
+) -> differential_dataflow::VecCollection<'s, Time, i32, Diff> {
+    t.clone().as_collection(|&(d, _), _| d)
+}
 
 /// One daily table: a reduce of every (day, user) group of kept listens.
 fn daily_table<'s, V>(
