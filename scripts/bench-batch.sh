@@ -6,7 +6,10 @@
 #     fields on WORKERS threads, nothing else (benches/parse_floor.rs);
 #   - skipflow in cluster mode on this machine: 2 and 3 processes x 1 worker
 #     (they share the machine's cores: this shows the overhead of processes,
-#     not a speedup), with peak RSS per process.
+#     not a speedup), with peak RSS per process;
+#   - memory growth: 1 process x 1 and 3 processes x 1 on the first half of
+#     the file and on all of it; a process of three should grow by a third
+#     of what one process grows by (what does not grow is the constant).
 # Prints wall time, events/s, peak RSS and the ratios to the peer.
 # usage: scripts/bench-batch.sh FILE WORKERS
 set -euo pipefail
@@ -27,16 +30,17 @@ run() {
   printf '%s %s\n' "$secs" "$((rss / 1024))"
 }
 
-# cluster N: skipflow batch on N processes x 1 worker; wall seconds and each process's peak RSS.
+# cluster N [FILE]: skipflow batch on N processes x 1 worker (N = 1: one plain
+# process); wall seconds and each process's peak RSS.
 cluster() {
-  local n=$1
+  local n=$1 file=${2:-$file}
   local hosts="$tmp/hosts" out="$tmp/out-cluster-$1" pids=() rss=()
   : > "$hosts"
   for i in $(seq 0 $((n - 1))); do echo "127.0.0.1:$((24000 + RANDOM % 20000))" >> "$hosts"; done
   local t0; t0=$(date +%s.%N)
   for i in $(seq 0 $((n - 1))); do
     /usr/bin/time -f '%M' -o "$tmp/rss-$n-$i" "$bin" batch --quiet --input "$file" --output "$out" \
-      --workers 1 -- -n "$n" -p "$i" -h "$hosts" > /dev/null 2> "$tmp/cluster-$n-$i.err" &
+      --workers 1 $( ((n > 1)) && echo "-- -n $n -p $i -h $hosts") > /dev/null 2> "$tmp/cluster-$n-$i.err" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || { echo "bench: cluster of $n failed"; cat "$tmp"/cluster-"$n"-*.err; exit 1; }; done
@@ -57,6 +61,11 @@ floor=$(${PARSE_FLOOR:-cargo bench -q --bench parse_floor --} "$file" "$workers"
 f_secs=$(echo "$floor" | awk '{print $2}')
 read -r c2_secs c2_rss < <(cluster 2)
 read -r c3_secs c3_rss < <(cluster 3)
+head -n "$((events / 2))" "$file" > "$tmp/half.ndjson"
+read -r _ h1_rss < <(cluster 1 "$tmp/half.ndjson")
+read -r _ f1_rss < <(cluster 1)
+read -r _ h3_rss < <(cluster 3 "$tmp/half.ndjson")
+mean() { echo "$*" | tr ' ' '\n' | awk '{s += $1} END {print s / NR}'; }
 
 rate() { echo "$events / $1" | bc -l; }
 printf '\n%-40s %9s %12s %s\n' "run ($workers threads, same file)" "wall s" "events/s" "peak RSS MB"
@@ -69,3 +78,7 @@ printf '\nbytes of peak RSS per event (1 process): %.0f\n' "$(echo "$s_rss * 104
 [ -n "$peer" ] && printf 'skipflow / DuckDB speed: %.2fx\n' "$(echo "$d_secs / $s_secs" | bc -l)"
 printf 'skipflow / parse floor speed: %.2f (1 = as fast as parsing alone)\n' "$(echo "$f_secs / $s_secs" | bc -l)"
 echo "(cluster rows: every process on this machine's cores; the table shows overhead, not speedup)"
+printf '\nmemory growth from half the file to all of it (peak RSS MB): 1 process x 1: %s -> %s; 3 processes x 1, mean per process: %.0f -> %.0f\n' \
+  "$h1_rss" "$f1_rss" "$(mean $h3_rss)" "$(mean $c3_rss)"
+printf 'a process of three grows by %.2f of what one process grows by (a third: 0.33)\n' \
+  "$(echo "($(mean $c3_rss) - $(mean $h3_rss)) / ($f1_rss - $h1_rss)" | bc -l)"

@@ -313,6 +313,11 @@ fn source_names(c: &Ctx) -> Vec<Name> {
     }
 }
 
+/// Rows per piece of a partition's share on its way to the partition's
+/// owner (a piece is one record of the exchange: in a cluster it is
+/// serialized whole, so pieces keep the network buffers small).
+const ROWS_PER_PIECE: usize = 16_384;
+
 fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<BatchOutcome>> {
     let (index, peers) = (worker.index(), worker.peers());
     let mut h = dataflow::build(worker, c.interner.clone());
@@ -320,7 +325,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     let sources = source_names(c);
     let t0 = Instant::now();
     let (feeder, read) = read_input(worker, c, &mut h, &sources)?;
-    log_phase(index, t0, "input read");
+    log_phase(index, t0, "input read", &c.interner);
     // Time 0 is complete once every worker's events are through. The
     // listens input closes (it has nothing at time 1): once every worker's
     // is closed, Dedup lets go of the Listens trace and it is freed.
@@ -335,7 +340,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     }
     let probe = h.probe.clone();
     mailbox::wait(worker, &c.abort, || !probe.less_than(&1))?;
-    log_phase(index, t0, "daily tables computed");
+    log_phase(index, t0, "daily tables computed", &c.interner);
     let mine = {
         let k = h.kept.borrow();
         Tally {
@@ -374,7 +379,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     }
     drop((h.rejected, h.prior, h.seen, h.fin));
     mailbox::wait(worker, &c.abort, || probe.done())?;
-    log_phase(index, t0, "profile computed");
+    log_phase(index, t0, "profile computed", &c.interner);
 
     // This worker's share of every partition of the run, one table at a
     // time (memory holds one table's shares, not all of them): first the
@@ -392,9 +397,12 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     for (i, table) in sink::TRACED.into_iter().enumerate() {
         let buckets = sink::collect_table(&mut h.traces, table, &in_range, dataflow::Time::MAX);
         h.traces.release(table);
-        let sent = buckets.into_iter().map(|(k, rows)| (owners[&k] as u64, k, rows));
+        let sent = buckets
+            .into_iter()
+            .flat_map(|(k, rows)| rows.into_pieces(ROWS_PER_PIECE).into_iter().map(move |r| (k, r)))
+            .map(|(k, rows)| (owners[&k] as u64, k, rows));
         let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
-        for (_, k, rows) in mail.rows.exchange(worker, &c.abort, 2 + i as dataflow::Time, sent)? {
+        for (_, k, rows) in mail.rows.stream(worker, &c.abort, 2 + i as dataflow::Time, sent)? {
             match parts.get_mut(&k) {
                 Some(p) => p.append(rows),
                 None => {
@@ -410,7 +418,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
             "table staged"
         );
     }
-    log_phase(index, t0, "partitions staged");
+    log_phase(index, t0, "partitions staged", &c.interner);
     let last = 2 + sink::TRACED.len() as dataflow::Time;
     let staged = mail.staged.exchange(worker, &c.abort, last, staged)?;
     let outcome = match index {
@@ -481,11 +489,13 @@ fn read_input(
     Ok((feeder, read))
 }
 
-fn log_phase(worker: usize, t0: Instant, what: &str) {
+fn log_phase(worker: usize, t0: Instant, what: &str, interner: &Interner) {
     tracing::info!(
         worker,
         secs = t0.elapsed().as_secs_f64(),
         rss_mb = crate::report::rss_mb(),
+        names = interner.names_len(),
+        event_ids = interner.event_ids_len(),
         "{what}"
     );
 }

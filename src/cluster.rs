@@ -177,20 +177,6 @@ where
     Ok(guards)
 }
 
-/// Between processes, exchanges move rows as large serialized buffers that
-/// live briefly. glibc raises its mmap threshold each time such a block is
-/// freed, and from then on keeps freed blocks resident: a process of three
-/// peaked 20-25% higher. A fixed threshold (glibc's initial 128 KiB) hands
-/// large blocks back when they are freed. One process keeps the default:
-/// there it costs 3-4% of speed and saves nothing.
-fn return_large_blocks() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt sets a malloc parameter under malloc's own lock.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
 /// Runs `f` on every worker of this process, each with the run's interner
 /// and failure state: a worker's error or panic fails the run (the others
 /// stop waiting), and its dataflows are dropped. In a cluster, a panic ends
@@ -212,8 +198,9 @@ where
     crate::error::install_panic_hook();
     if matches!(topology, Topology::Cluster { .. }) {
         crate::error::exit_on_panic(epilogue);
-        return_large_blocks();
+        crate::memory::return_large_blocks();
     }
+    let _trimmer = crate::memory::Trimmer::start();
     let (i, a) = (interner.clone(), abort.clone());
     let guards = execute(topology, workers, move |worker| {
         crate::intern::enter(&i);

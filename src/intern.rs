@@ -305,6 +305,14 @@ impl CompactStrings {
         (i << 4) | shard as u32
     }
 
+    /// Number of strings held.
+    pub fn count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("interner shard").locs.len())
+            .sum()
+    }
+
     /// The string of an id (copied out of the shard).
     pub fn resolve(&self, id: Id) -> String {
         self.with_bytes(id, |b| String::from_utf8_lossy(b).into_owned())
@@ -358,6 +366,12 @@ impl Interner {
     /// Number of distinct user, track and artist ids.
     pub fn names_len(&self) -> usize {
         self.names.len()
+    }
+
+    /// Number of event ids held (all days).
+    pub fn event_ids_len(&self) -> usize {
+        let days = self.events.read().expect("interner lock");
+        days.values().map(|c| c.count()).sum()
     }
 
     /// The event-id table of `day`, created on first use.

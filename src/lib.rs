@@ -19,6 +19,7 @@ pub mod generate;
 pub mod inspect;
 pub mod intern;
 pub mod mailbox;
+pub mod memory;
 pub mod metrics;
 pub mod quality;
 pub mod report;

@@ -122,6 +122,31 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
     }
 }
 
+impl<T: ExchangeData + Clone> Mailbox<T> {
+    /// Like [`Mailbox::exchange`], for many large records: each is pushed on
+    /// as it is sent and the worker steps in between, so what travels to
+    /// other processes is serialized a record at a time and taken in as it
+    /// arrives, instead of all of it waiting in buffers at once.
+    pub fn stream(
+        &mut self,
+        worker: &mut Worker,
+        abort: &Abort,
+        t: Time,
+        items: impl IntoIterator<Item = T>,
+    ) -> anyhow::Result<Vec<T>> {
+        self.input.advance_to(t);
+        for x in items {
+            abort.check()?;
+            self.input.send(x);
+            self.input.flush();
+            worker.step();
+        }
+        self.close(t);
+        wait(worker, abort, || self.complete(t))?;
+        Ok(self.take(t))
+    }
+}
+
 /// The sink of a mailbox: moves what arrives into `got` and records the
 /// input frontier once the input is drained.
 fn collector<T: Clone + 'static, P: Pull<Message<Time, Vec<T>>>>(

@@ -67,6 +67,27 @@ impl PartRows {
         }
     }
 
+    /// Splits the rows into pieces of at most `n` rows (the last rows first).
+    pub fn into_pieces(self, n: usize) -> Vec<PartRows> {
+        fn split<T>(mut v: Vec<T>, n: usize, wrap: fn(Vec<T>) -> PartRows) -> Vec<PartRows> {
+            let mut out = Vec::with_capacity(v.len().div_ceil(n.max(1)));
+            while v.len() > n {
+                out.push(wrap(v.split_off(v.len() - n)));
+            }
+            out.push(wrap(v));
+            out
+        }
+        let n = n.max(1);
+        match self {
+            PartRows::UserDaily(v) => split(v, n, PartRows::UserDaily),
+            PartRows::UserTrackDaily(v) => split(v, n, PartRows::UserTrackDaily),
+            PartRows::UserArtistDaily(v) => split(v, n, PartRows::UserArtistDaily),
+            PartRows::UserProfile(v) => split(v, n, PartRows::UserProfile),
+            PartRows::Rejected(v) => split(v, n, PartRows::Rejected),
+            PartRows::Late(v) => split(v, n, PartRows::Late),
+        }
+    }
+
     /// Appends another share of the same partition.
     pub fn append(&mut self, other: PartRows) {
         match (self, other) {
@@ -366,4 +387,37 @@ pub fn write_file(
         ));
     }
     w.into_inner()?.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::DailyRow;
+
+    #[test]
+    fn pieces_keep_every_row_once_and_stay_small() {
+        for (rows, n) in [(0usize, 3usize), (1, 3), (3, 3), (10, 3), (10, 1), (7, 100)] {
+            let all: Vec<(Name, DailyRow)> = (0..rows)
+                .map(|i| {
+                    let r = DailyRow {
+                        listens: i as i64,
+                        ..Default::default()
+                    };
+                    (Name(i as u32), r)
+                })
+                .collect();
+            let pieces = PartRows::UserDaily(all.clone()).into_pieces(n);
+            assert!(pieces.iter().all(|p| p.len() <= n && p.table() == Table::UserDaily));
+            assert_eq!(pieces.len(), rows.div_ceil(n).max(1));
+            let mut back = PartRows::empty(Table::UserDaily);
+            for p in pieces {
+                back.append(p);
+            }
+            let PartRows::UserDaily(mut back) = back else {
+                unreachable!()
+            };
+            back.sort_by_key(|r| r.0);
+            assert_eq!(back, all);
+        }
+    }
 }
