@@ -210,18 +210,80 @@ const CHUNK: usize = 1 << 20;
 /// lowercase hex digits and even length (hex digests, as most producers
 /// write) is stored two digits a byte, marked in its length byte; any other
 /// string as it is. The stored form is a function of the string, so
-/// comparing stored forms compares strings. About 30 bytes per 32-digit id.
+/// comparing stored forms compares strings. A 32-digit id takes a 16-byte
+/// slot and its table entry: about 22 bytes (30 with a location word).
 pub struct CompactStrings {
     shards: Vec<std::sync::Mutex<Shard>>,
     hasher: RandomState,
 }
 
+/// One shard's strings. Ids packed to exactly 16 bytes (32 hex digits, the
+/// common case) sit in fixed 16-byte slots; any other string sits in `chunks`
+/// with a location in `locs`. The table holds entries: slot or location
+/// index, shifted, and the store (low bit: 1 = fixed).
 #[derive(Default)]
 struct Shard {
     table: hashbrown::HashTable<u32>,
+    strings: Stored,
+}
+
+/// The stored forms of one shard.
+#[derive(Default)]
+struct Stored {
     /// chunk (24 bits) | offset (32 bits) | packed (1 bit) | length (7 bits) of each string.
     locs: Vec<u64>,
     chunks: Vec<Vec<u8>>,
+    /// 16-byte packed ids, [`SLOTS`] a chunk.
+    fixed: Vec<Vec<[u8; 16]>>,
+    fixed_len: usize,
+}
+
+/// Fixed slots per chunk (1 MiB).
+const SLOTS: usize = 1 << 16;
+
+impl Stored {
+    /// The stored form of an entry.
+    fn get(&self, entry: u32) -> (bool, &[u8]) {
+        let i = (entry >> 1) as usize;
+        if entry & 1 == 1 {
+            (true, &self.fixed[i / SLOTS][i % SLOTS][..])
+        } else {
+            get(&self.chunks, self.locs[i])
+        }
+    }
+
+    /// Stores a new stored form; returns its entry.
+    fn push(&mut self, (packed, b): (bool, &[u8])) -> u32 {
+        if packed && b.len() == 16 {
+            let i = self.fixed_len;
+            if i.is_multiple_of(SLOTS) {
+                self.fixed.push(Vec::with_capacity(SLOTS));
+            }
+            self.fixed
+                .last_mut()
+                .expect("a chunk")
+                .push(b.try_into().expect("16 bytes"));
+            self.fixed_len += 1;
+            return entry(i, true);
+        }
+        if self.chunks.last().is_none_or(|c| c.len() + b.len() > CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let c = self.chunks.len() - 1;
+        let off = self.chunks[c].len();
+        self.chunks[c].extend_from_slice(b);
+        let i = self.locs.len();
+        let flag = if packed { PACKED } else { 0 };
+        self.locs
+            .push(((c as u64) << 40) | ((off as u64) << 8) | flag | b.len() as u64);
+        entry(i, false)
+    }
+}
+
+/// A table entry: index and store.
+fn entry(i: usize, fixed: bool) -> u32 {
+    assert!(i < 1 << 27, "too many event ids in one day");
+    ((i as u32) << 1) | fixed as u32
 }
 
 const PACKED: u64 = 0x80;
@@ -278,6 +340,7 @@ impl Default for CompactStrings {
 
 impl CompactStrings {
     /// Interns a string of at most 127 bytes (event ids have at most 64).
+    /// The id is the shard's entry (index and store) and the shard.
     pub fn intern(&self, s: &str) -> Id {
         let mut buf = [0u8; 64];
         let key = encode(s.as_bytes(), &mut buf);
@@ -285,31 +348,21 @@ impl CompactStrings {
         let h = self.hasher.hash_one(key);
         let shard = (h as usize) % SHARDS;
         let mut guard = self.shards[shard].lock().expect("interner shard");
-        let Shard { table, locs, chunks } = &mut *guard;
-        if let Some(&i) = table.find(h, |&i| get(chunks, locs[i as usize]) == key) {
-            return (i << 4) | shard as u32;
+        let Shard { table, strings } = &mut *guard;
+        if let Some(&e) = table.find(h, |&e| strings.get(e) == key) {
+            return (e << 4) | shard as u32;
         }
-        let (packed, b) = key;
-        if chunks.last().is_none_or(|c| c.len() + b.len() > CHUNK) {
-            chunks.push(Vec::with_capacity(CHUNK));
-        }
-        let c = chunks.len() - 1;
-        let off = chunks[c].len();
-        chunks[c].extend_from_slice(b);
-        let i = locs.len() as u32;
-        assert!(i < 1 << 28, "too many event ids in one day");
-        let flag = if packed { PACKED } else { 0 };
-        locs.push(((c as u64) << 40) | ((off as u64) << 8) | flag | b.len() as u64);
+        let e = strings.push(key);
         let hasher = &self.hasher;
-        table.insert_unique(h, i, |&j| hasher.hash_one(get(chunks, locs[j as usize])));
-        (i << 4) | shard as u32
+        table.insert_unique(h, e, |&j| hasher.hash_one(strings.get(j)));
+        (e << 4) | shard as u32
     }
 
     /// Number of strings held.
     pub fn count(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().expect("interner shard").locs.len())
+            .map(|s| s.lock().expect("interner shard").table.len())
             .sum()
     }
 
@@ -321,13 +374,13 @@ impl CompactStrings {
     /// Calls `f` with the stored form of an id (packed or not, and its bytes).
     pub fn with_stored<R>(&self, id: Id, f: impl FnOnce((bool, &[u8])) -> R) -> R {
         let guard = self.shards[(id & 0xf) as usize].lock().expect("interner shard");
-        f(get(&guard.chunks, guard.locs[(id >> 4) as usize]))
+        f(guard.strings.get(id >> 4))
     }
 
     /// Calls `f` with the bytes of an id's string.
     pub fn with_bytes<R>(&self, id: Id, f: impl FnOnce(&[u8]) -> R) -> R {
         let guard = self.shards[(id & 0xf) as usize].lock().expect("interner shard");
-        let (packed, b) = get(&guard.chunks, guard.locs[(id >> 4) as usize]);
+        let (packed, b) = guard.strings.get(id >> 4);
         let mut buf = [0u8; 128];
         f(decode(packed, b, &mut buf))
     }
@@ -465,6 +518,25 @@ mod tests {
         }
         assert_eq!(d1.resolve(x), "x");
         assert_eq!(i.event_day(1).intern("x"), x);
+        // 32-digit hex ids (16-byte slots) beside other ids in the same
+        // shards, past a slot chunk's end (65,536 a shard): exact both ways.
+        let d3 = i.event_day(3);
+        let all: Vec<String> = (0..1_200_000u64)
+            .map(|k| match k % 3 {
+                0 => format!("{:032x}", k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                1 => format!("{:030x}", k),
+                _ => format!("{:032X}", k),
+            })
+            .collect();
+        let ids: Vec<Id> = all.iter().map(|s| d3.intern(s)).collect();
+        let distinct: std::collections::HashSet<Id> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "two ids share an id");
+        for (s, &id) in all.iter().zip(&ids).step_by(7) {
+            assert_eq!(&d3.resolve(id), s);
+            assert_eq!(d3.intern(s), id);
+        }
+        assert_eq!(d3.0.count(), all.len());
+        i.release_day(3);
         let _ = d2.intern("y");
         i.release_day(1);
         assert_eq!(i.event_days(), 1);
