@@ -112,17 +112,9 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
         t: Time,
         items: impl IntoIterator<Item = T>,
     ) -> anyhow::Result<Vec<T>> {
-        self.input.advance_to(t);
-        for x in items {
-            self.input.send(x);
-        }
-        self.close(t);
-        wait(worker, abort, || self.complete(t))?;
-        Ok(self.take(t))
+        self.send_all(worker, abort, t, items, false)
     }
-}
 
-impl<T: ExchangeData + Clone> Mailbox<T> {
     /// Like [`Mailbox::exchange`], for many large records: each is pushed on
     /// as it is sent and the worker steps in between, so what travels to
     /// other processes is serialized a record at a time and taken in as it
@@ -134,12 +126,25 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
         t: Time,
         items: impl IntoIterator<Item = T>,
     ) -> anyhow::Result<Vec<T>> {
+        self.send_all(worker, abort, t, items, true)
+    }
+
+    fn send_all(
+        &mut self,
+        worker: &mut Worker,
+        abort: &Abort,
+        t: Time,
+        items: impl IntoIterator<Item = T>,
+        step_each: bool,
+    ) -> anyhow::Result<Vec<T>> {
         self.input.advance_to(t);
         for x in items {
-            abort.check()?;
             self.input.send(x);
-            self.input.flush();
-            worker.step();
+            if step_each {
+                abort.check()?;
+                self.input.flush();
+                worker.step();
+            }
         }
         self.close(t);
         wait(worker, abort, || self.complete(t))?;
