@@ -108,7 +108,7 @@ struct Mail {
     tally: Mailbox<Tally>,
     shares: Mailbox<Shares>,
     /// (owner, partition, a share of its rows)
-    rows: Mailbox<(u64, (Table, i32), PartRows)>,
+    rows: sink::RowsMail,
     staged: Mailbox<Staged>,
     /// The committer published: every process may end (its staging is done with).
     done: Mailbox<bool>,
@@ -119,7 +119,7 @@ impl Mail {
         Mail {
             tally: Mailbox::broadcast(worker),
             shares: Mailbox::broadcast(worker),
-            rows: Mailbox::routed(worker, |r: &(u64, (Table, i32), PartRows)| r.0),
+            rows: sink::rows_mail(worker),
             staged: Mailbox::routed(worker, |_| 0),
             done: Mailbox::broadcast(worker),
         }
@@ -313,11 +313,6 @@ fn source_names(c: &Ctx) -> Vec<Name> {
     }
 }
 
-/// Rows per piece of a partition's share on its way to the partition's
-/// owner (a piece is one record of the exchange: in a cluster it is
-/// serialized whole, so pieces keep the network buffers small).
-const ROWS_PER_PIECE: usize = 16_384;
-
 fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<BatchOutcome>> {
     let (index, peers) = (worker.index(), worker.peers());
     let mut h = dataflow::build(worker, c.interner.clone());
@@ -397,19 +392,14 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     for (i, table) in sink::TRACED.into_iter().enumerate() {
         let buckets = sink::collect_table(&mut h.traces, table, &in_range, dataflow::Time::MAX);
         h.traces.release(table);
-        let sent = buckets
-            .into_iter()
-            .flat_map(|(k, rows)| rows.into_pieces(ROWS_PER_PIECE).into_iter().map(move |r| (k, r)))
-            .map(|(k, rows)| (owners[&k] as u64, k, rows));
-        let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
-        for (_, k, rows) in mail.rows.stream(worker, &c.abort, 2 + i as dataflow::Time, sent)? {
-            match parts.get_mut(&k) {
-                Some(p) => p.append(rows),
-                None => {
-                    parts.insert(k, rows);
-                }
-            }
-        }
+        let parts = sink::to_owners(
+            &mut mail.rows,
+            worker,
+            &c.abort,
+            2 + i as dataflow::Time,
+            buckets,
+            &owners,
+        )?;
         staged.extend(stage_owned(c, parts, &sources, &read)?);
         tracing::debug!(
             worker = index,

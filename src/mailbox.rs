@@ -104,7 +104,10 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
     }
 
     /// Sends `items` at `t`, closes `t`, and steps `worker` until every
-    /// worker's records of `t` are here (or the run is aborted).
+    /// worker's records of `t` are here (or the run is aborted). Each record
+    /// is pushed on as it is sent and the worker steps in between, so large
+    /// records (partition rows) travel to other processes one at a time and
+    /// are taken in as they arrive, instead of all waiting in buffers at once.
     pub fn exchange(
         &mut self,
         worker: &mut Worker,
@@ -112,39 +115,12 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
         t: Time,
         items: impl IntoIterator<Item = T>,
     ) -> anyhow::Result<Vec<T>> {
-        self.send_all(worker, abort, t, items, false)
-    }
-
-    /// Like [`Mailbox::exchange`], for many large records: each is pushed on
-    /// as it is sent and the worker steps in between, so what travels to
-    /// other processes is serialized a record at a time and taken in as it
-    /// arrives, instead of all of it waiting in buffers at once.
-    pub fn stream(
-        &mut self,
-        worker: &mut Worker,
-        abort: &Abort,
-        t: Time,
-        items: impl IntoIterator<Item = T>,
-    ) -> anyhow::Result<Vec<T>> {
-        self.send_all(worker, abort, t, items, true)
-    }
-
-    fn send_all(
-        &mut self,
-        worker: &mut Worker,
-        abort: &Abort,
-        t: Time,
-        items: impl IntoIterator<Item = T>,
-        step_each: bool,
-    ) -> anyhow::Result<Vec<T>> {
         self.input.advance_to(t);
         for x in items {
+            abort.check()?;
             self.input.send(x);
-            if step_each {
-                abort.check()?;
-                self.input.flush();
-                worker.step();
-            }
+            self.input.flush();
+            worker.step();
         }
         self.close(t);
         wait(worker, abort, || self.complete(t))?;

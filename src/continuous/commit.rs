@@ -80,7 +80,7 @@ pub(super) struct Mail {
     /// Row counts of this worker's shares of the changed partitions.
     sizes: Mailbox<Vec<((Table, i32), u64)>>,
     /// (owner, partition, a share of its rows)
-    rows: Mailbox<(u64, (Table, i32), PartRows)>,
+    rows: sink::RowsMail,
     staged: Mailbox<Staged>,
     decision: Mailbox<Decision>,
     /// Any process was asked to stop (times do not matter).
@@ -92,7 +92,7 @@ impl Mail {
         Mail {
             gather: Mailbox::broadcast(worker),
             sizes: Mailbox::broadcast(worker),
-            rows: Mailbox::routed(worker, |r: &(u64, (Table, i32), PartRows)| r.0),
+            rows: sink::rows_mail(worker),
             staged: Mailbox::routed(worker, |_| 0),
             decision: Mailbox::broadcast(worker),
             signal: Mailbox::broadcast(worker),
@@ -150,16 +150,7 @@ pub(super) fn commit(
     let sizes: Vec<((Table, i32), u64)> = shares.iter().map(|(k, r)| (*k, r.len() as u64)).collect();
     let all_sizes = mail.sizes.exchange(worker, &c.abort, b, [sizes])?;
     let owners = sink::owners(all_sizes.into_iter().flatten(), peers);
-    let sent = shares.into_iter().map(|(k, rows)| (owners[&k] as u64, k, rows));
-    let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
-    for (_, k, rows) in mail.rows.exchange(worker, &c.abort, b, sent)? {
-        match parts.get_mut(&k) {
-            Some(p) => p.append(rows),
-            None => {
-                parts.insert(k, rows);
-            }
-        }
-    }
+    let parts = sink::to_owners(&mut mail.rows, worker, &c.abort, b, shares, &owners)?;
     error::inject("staging", index, peers)?;
     let staged = stage(c, parts, &staging)?;
     if !staged.is_empty() {

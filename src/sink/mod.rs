@@ -6,7 +6,9 @@ pub mod parquet;
 pub mod read;
 
 use crate::dataflow::{Diff, SinkTraces, Time};
+use crate::error::Abort;
 use crate::intern::Interner;
+use crate::mailbox::Mailbox;
 use crate::schema::Table;
 use crate::store::{StagedFile, Staging};
 use anyhow::Result;
@@ -280,6 +282,47 @@ pub fn stage_partition(staging: &Staging, day: i32, rows: PartRows, int: &Intern
         rows: n,
         bytes,
     })
+}
+
+/// Partition rows on their way to the partition's owner: (owner worker,
+/// partition, rows).
+pub type RowsMail = Mailbox<(u64, (Table, i32), PartRows)>;
+
+/// The mailbox that takes partition rows to their owners.
+pub fn rows_mail(worker: &mut timely::worker::Worker) -> RowsMail {
+    Mailbox::routed(worker, |r: &(u64, (Table, i32), PartRows)| r.0)
+}
+
+/// Rows per piece of a share on its way to its owner: a piece is one
+/// record of the exchange, serialized whole between processes, so pieces
+/// keep the network buffers small whatever the size of a day.
+pub const ROWS_PER_PIECE: usize = 16_384;
+
+/// Sends this worker's share of each partition to the partition's owner at
+/// time `t`, in pieces of [`ROWS_PER_PIECE`] rows, and returns the
+/// partitions this worker owns with every worker's rows.
+pub fn to_owners(
+    mail: &mut RowsMail,
+    worker: &mut timely::worker::Worker,
+    abort: &Abort,
+    t: Time,
+    shares: impl IntoIterator<Item = ((Table, i32), PartRows)>,
+    owners: &BTreeMap<(Table, i32), usize>,
+) -> Result<BTreeMap<(Table, i32), PartRows>> {
+    let sent = shares.into_iter().flat_map(|(k, rows)| {
+        let owner = owners[&k] as u64;
+        rows.into_pieces(ROWS_PER_PIECE).into_iter().map(move |r| (owner, k, r))
+    });
+    let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
+    for (_, k, rows) in mail.exchange(worker, abort, t, sent)? {
+        match parts.get_mut(&k) {
+            Some(p) => p.append(rows),
+            None => {
+                parts.insert(k, rows);
+            }
+        }
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]
