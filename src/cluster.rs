@@ -172,9 +172,29 @@ where
             std::process::exit(1);
         });
     }
-    let guards = timely::execute(topology.config(workers), f).map_err(|e| anyhow::anyhow!("starting workers: {e}"))?;
+    let config = topology.config(workers);
+    let (builders, others) = config
+        .communication
+        .try_build_with(hooks())
+        .map_err(|e| anyhow::anyhow!("starting workers: {e}"))?;
+    let guards = timely::execute::execute_from(builders, others, config.worker, f)
+        .map_err(|e| anyhow::anyhow!("starting workers: {e}"))?;
     connected.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(guards)
+}
+
+/// Reclaimed network buffers kept for reuse, per buffer pool (a receiving
+/// connection, a sending worker): timely keeps every one by default, so
+/// the largest burst of bytes in flight stayed resident for the rest of the
+/// run.
+const STASHED_BUFFERS: usize = 2;
+
+/// timely's communication hooks: its defaults, with a bounded stash of
+/// network buffers.
+fn hooks() -> timely::communication::initialize::Hooks {
+    let mut hooks = timely::communication::initialize::Hooks::default();
+    hooks.refill.limit = Some(STASHED_BUFFERS);
+    hooks
 }
 
 /// Runs `f` on every worker of this process, each with the run's interner

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 use timely::communication::Pull;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::container::{ContainerBuilder, LengthPreservingContainerBuilder, PushInto};
+use timely::dataflow::channels::pact::{ExchangeCore, Pipeline};
 use timely::dataflow::channels::Message;
 use timely::dataflow::operators::generic::{InputHandleCore, Operator};
 use timely::dataflow::operators::vec::input::Handle as InputHandle;
@@ -62,7 +63,7 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
                     .broadcast()
                     .sink(Pipeline, "Mailbox", collector(got.clone(), frontier.clone())),
                 Some(r) => stream.sink(
-                    Exchange::new(move |x: &T| r(x)),
+                    ExchangeCore::<OneEach<T>, _>::new_core(move |x: &T| r(x)),
                     "Mailbox",
                     collector(got.clone(), frontier.clone()),
                 ),
@@ -105,7 +106,8 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
 
     /// Sends `items` at `t`, closes `t`, and steps `worker` until every
     /// worker's records of `t` are here (or the run is aborted). Each record
-    /// is pushed on as it is sent and the worker steps in between, so large
+    /// is pushed on as it is sent (a routed mailbox ships it as a message of
+    /// its own, [`OneEach`]) and the worker steps in between, so large
     /// records (partition rows) travel to other processes one at a time and
     /// are taken in as they arrive, instead of all waiting in buffers at once.
     pub fn exchange(
@@ -127,6 +129,44 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
         Ok(self.take(t))
     }
 }
+
+/// Ships every record of a routed mailbox as a message of its own. timely's
+/// default builder gathers records into containers of 8 KiB of record
+/// headers and sends a container when it is full or the time closes, so
+/// 170 partition pieces would travel as one serialized message, and the
+/// network buffers, sized by the largest message, stay that large.
+struct OneEach<T> {
+    pending: std::collections::VecDeque<Vec<T>>,
+    out: Option<Vec<T>>,
+}
+
+impl<T> Default for OneEach<T> {
+    fn default() -> Self {
+        OneEach {
+            pending: Default::default(),
+            out: None,
+        }
+    }
+}
+
+impl<T> PushInto<T> for OneEach<T> {
+    fn push_into(&mut self, x: T) {
+        self.pending.push_back(vec![x]);
+    }
+}
+
+impl<T: 'static> ContainerBuilder for OneEach<T> {
+    type Container = Vec<T>;
+    fn extract(&mut self) -> Option<&mut Vec<T>> {
+        self.out = self.pending.pop_front();
+        self.out.as_mut()
+    }
+    fn finish(&mut self) -> Option<&mut Vec<T>> {
+        self.extract()
+    }
+}
+
+impl<T: 'static> LengthPreservingContainerBuilder for OneEach<T> {}
 
 /// The sink of a mailbox: moves what arrives into `got` and records the
 /// input frontier once the input is drained.
@@ -152,4 +192,23 @@ pub fn wait(worker: &mut Worker, abort: &Abort, mut done: impl FnMut() -> bool) 
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record leaves the builder as a container of its own, at once:
+    /// gathered records would cross to another process as one message.
+    #[test]
+    fn a_routed_record_is_a_message_of_its_own() {
+        let mut b = OneEach::<u32>::default();
+        for x in 0..3 {
+            b.push_into(x);
+            let sent = b.extract().map(std::mem::take);
+            assert_eq!(sent, Some(vec![x]));
+            assert!(b.extract().is_none());
+        }
+        assert!(b.finish().is_none());
+    }
 }

@@ -293,14 +293,10 @@ pub fn rows_mail(worker: &mut timely::worker::Worker) -> RowsMail {
     Mailbox::routed(worker, |r: &(u64, (Table, i32), PartRows)| r.0)
 }
 
-/// Rows per piece of a share on its way to its owner: a piece is one
-/// record of the exchange, serialized whole between processes, so pieces
-/// keep the network buffers small whatever the size of a day.
-pub const ROWS_PER_PIECE: usize = 16_384;
-
 /// Sends this worker's share of each partition to the partition's owner at
-/// time `t`, in pieces of [`ROWS_PER_PIECE`] rows, and returns the
-/// partitions this worker owns with every worker's rows.
+/// time `t`, in pieces ([`PartRows::piece_rows`]: each piece is one message
+/// between processes, a few hundred KiB whatever the size of a day), and
+/// returns the partitions this worker owns with every worker's rows.
 pub fn to_owners(
     mail: &mut RowsMail,
     worker: &mut timely::worker::Worker,
@@ -311,7 +307,8 @@ pub fn to_owners(
 ) -> Result<BTreeMap<(Table, i32), PartRows>> {
     let sent = shares.into_iter().flat_map(|(k, rows)| {
         let owner = owners[&k] as u64;
-        rows.into_pieces(ROWS_PER_PIECE).into_iter().map(move |r| (owner, k, r))
+        let n = rows.piece_rows();
+        rows.into_pieces(n).into_iter().map(move |r| (owner, k, r))
     });
     let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
     for (_, k, rows) in mail.exchange(worker, abort, t, sent)? {

@@ -67,6 +67,20 @@ impl PartRows {
         }
     }
 
+    /// Rows per piece on the way to a partition's owner: about 300 KiB
+    /// serialized with ids of 30-40 bytes (a name travels as its string), so
+    /// a piece stays within the 1 MiB network buffers timely starts with (a
+    /// larger message grows every later buffer of its connection).
+    pub fn piece_rows(&self) -> usize {
+        match self {
+            PartRows::UserDaily(_) => 1024,
+            PartRows::UserTrackDaily(_) | PartRows::UserArtistDaily(_) => 2048,
+            // Two top-10 lists of names a row.
+            PartRows::UserProfile(_) => 256,
+            PartRows::Rejected(_) | PartRows::Late(_) => 512,
+        }
+    }
+
     /// Splits the rows into pieces of at most `n` rows (the last rows first).
     pub fn into_pieces(self, n: usize) -> Vec<PartRows> {
         fn split<T>(mut v: Vec<T>, n: usize, wrap: fn(Vec<T>) -> PartRows) -> Vec<PartRows> {
