@@ -211,4 +211,36 @@ mod tests {
         }
         assert!(b.finish().is_none());
     }
+
+    /// A routed record reaches its worker while its time is still open
+    /// (timely's default exchange holds records until a container fills or
+    /// the time closes, so a worker's pieces would leave all at once).
+    #[test]
+    fn a_routed_record_arrives_before_its_time_closes() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        use std::sync::Arc;
+        let seen = Arc::new(AtomicBool::new(false));
+        let s = seen.clone();
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let mut mail = Mailbox::<u32>::routed(worker, |_| 1);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let waiting = |done: bool| !done && std::time::Instant::now() < deadline;
+            if worker.index() == 0 {
+                mail.send(0, 7);
+                mail.flush();
+                while waiting(s.load(SeqCst)) {
+                    worker.step();
+                }
+            } else {
+                while waiting(mail.any()) {
+                    worker.step();
+                }
+                s.store(mail.any(), SeqCst);
+            }
+            mail.close(0);
+        })
+        .expect("workers");
+        drop(guards);
+        assert!(seen.load(SeqCst), "the record waited for its time to close");
+    }
 }

@@ -308,7 +308,7 @@ pub fn to_owners(
     let sent = shares.into_iter().flat_map(|(k, rows)| {
         let owner = owners[&k] as u64;
         let n = rows.piece_rows();
-        rows.into_pieces(n).into_iter().map(move |r| (owner, k, r))
+        rows.into_pieces(n).map(move |r| (owner, k, r))
     });
     let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
     for (_, k, rows) in mail.exchange(worker, abort, t, sent)? {

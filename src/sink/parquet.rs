@@ -81,15 +81,23 @@ impl PartRows {
         }
     }
 
-    /// Splits the rows into pieces of at most `n` rows (the last rows first).
-    pub fn into_pieces(self, n: usize) -> Vec<PartRows> {
-        fn split<T>(mut v: Vec<T>, n: usize, wrap: fn(Vec<T>) -> PartRows) -> Vec<PartRows> {
-            let mut out = Vec::with_capacity(v.len().div_ceil(n.max(1)));
-            while v.len() > n {
-                out.push(wrap(v.split_off(v.len() - n)));
-            }
-            out.push(wrap(v));
-            out
+    /// Splits the rows into pieces of at most `n` rows (the last rows first),
+    /// cut as they are taken: the share and one piece are in memory at a
+    /// time, not the share and all its pieces.
+    pub fn into_pieces(self, n: usize) -> Box<dyn Iterator<Item = PartRows>> {
+        fn split<T: 'static>(
+            mut v: Vec<T>,
+            n: usize,
+            wrap: fn(Vec<T>) -> PartRows,
+        ) -> Box<dyn Iterator<Item = PartRows>> {
+            let mut last = true;
+            Box::new(std::iter::from_fn(move || {
+                if v.len() > n {
+                    Some(wrap(v.split_off(v.len() - n)))
+                } else {
+                    std::mem::take(&mut last).then(|| wrap(std::mem::take(&mut v)))
+                }
+            }))
         }
         let n = n.max(1);
         match self {
@@ -420,7 +428,7 @@ mod tests {
                     (Name(i as u32), r)
                 })
                 .collect();
-            let pieces = PartRows::UserDaily(all.clone()).into_pieces(n);
+            let pieces: Vec<PartRows> = PartRows::UserDaily(all.clone()).into_pieces(n).collect();
             assert!(pieces.iter().all(|p| p.len() <= n && p.table() == Table::UserDaily));
             assert_eq!(pieces.len(), rows.div_ceil(n).max(1));
             let mut back = PartRows::empty(Table::UserDaily);
