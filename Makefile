@@ -11,7 +11,7 @@ PYTHON     := $(VENV)/bin/python
 BENCH_DIR  ?= .bench
 WORKERS    ?= 2
 
-.PHONY: all build release test pyenv tansu sysdeps testdeps lint demo bench bench-continuous clean
+.PHONY: all build release test diskcheck pyenv tansu sysdeps testdeps lint demo bench bench-continuous clean
 
 all: build
 
@@ -70,7 +70,18 @@ $(TANSU):
 
 tansu: $(TANSU)
 
-test: testdeps pyenv tansu
+# A clean test build writes about 5 GB under target/ (debug builds of 25
+# test binaries): say so up front when the disk is short, since a linker
+# that runs out of space fails with a truncated message.
+TEST_BUILD_GB := 6
+diskcheck:
+	@mkdir -p $(TARGET_DIR); \
+	free=$$(df -Pk $(TARGET_DIR) | awk 'NR==2 {print int($$4/1048576)}'); \
+	if [ "$$free" -lt $(TEST_BUILD_GB) ]; then \
+	  echo "warning: $$free GB free under $(TARGET_DIR); a clean test build needs about $(TEST_BUILD_GB) GB (free some space or set CARGO_TARGET_DIR)"; \
+	fi
+
+test: diskcheck testdeps pyenv tansu
 	SKIPFLOW_PYTHON=$(PYTHON) SKIPFLOW_TANSU=$(TANSU) $(CARGO) test --all-targets -- --test-threads=2
 
 lint:
