@@ -15,8 +15,9 @@
 //! whose ids are process-local but whose identity is their string:
 //! - an exchange routes them by a fixed-seed hash of the string (their
 //!   `Hash`), so the same string reaches the same worker from every process;
-//! - serialized (only when a record goes to another process) they are their
-//!   string, and the receiving process interns it on arrival.
+//! - serialized (only when a record goes to another process) a name is its
+//!   string and an event key its stored form (a function of the string),
+//!   and the receiving process interns it on arrival.
 //!
 //! Both need the interner of the worker thread they are on ([`enter`]).
 //! Exact by construction: no two strings are ever merged, and no output
@@ -155,16 +156,89 @@ impl Hash for EventKey {
     }
 }
 
+/// Serialized as (day, stored form): the stored form is a function of the
+/// string (16 bytes for a 32-digit hex id, not 32), so a receiver interns
+/// it as it is, and neither side copies the string out.
 impl Serialize for EventKey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.day, self.resolve()).serialize(s)
+        use serde::ser::SerializeTuple;
+        with_event_ids(self.day, |ids| {
+            ids.0.with_stored(self.eid, |(packed, b)| {
+                let mut t = s.serialize_tuple(3)?;
+                t.serialize_element(&self.day)?;
+                t.serialize_element(&packed)?;
+                t.serialize_element(&StoredBytes(b))?;
+                t.end()
+            })
+        })
+    }
+}
+
+struct StoredBytes<'a>(&'a [u8]);
+
+impl Serialize for StoredBytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
     }
 }
 
 impl<'de> Deserialize<'de> for EventKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EventKey, D::Error> {
-        let (day, s): (i32, std::borrow::Cow<'de, str>) = Deserialize::deserialize(d)?;
-        Ok(EventKey::of(day, &s))
+        d.deserialize_tuple(3, EventKeyVisitor)
+    }
+}
+
+struct EventKeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EventKeyVisitor {
+    type Value = EventKey;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event key: day, packed, stored bytes")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EventKey, A::Error> {
+        use serde::de::Error;
+        let day: i32 = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        let packed: bool = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        let eid = seq
+            .next_element_seed(InternStored { day, packed })?
+            .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+        Ok(EventKey { day, eid })
+    }
+}
+
+/// Interns stored bytes as they are read (borrowed or not: no copy).
+struct InternStored {
+    day: i32,
+    packed: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for InternStored {
+    type Value = Id;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Id, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for InternStored {
+    type Value = Id;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the stored bytes of an event id")
+    }
+    /// Formats without a bytes type (JSON) write a sequence of numbers.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Id, A::Error> {
+        let (mut buf, mut n) = ([0u8; 128], 0);
+        while let Some(x) = seq.next_element::<u8>()? {
+            *buf.get_mut(n)
+                .ok_or_else(|| serde::de::Error::custom("an event id over 127 bytes"))? = x;
+            n += 1;
+        }
+        self.visit_bytes(&buf[..n])
+    }
+    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Id, E> {
+        if b.len() >= 128 || (self.packed && b.is_empty()) {
+            return Err(E::custom("not the stored form of an event id"));
+        }
+        Ok(with_event_ids(self.day, |ids| ids.0.intern_stored((self.packed, b))))
     }
 }
 
@@ -342,7 +416,11 @@ impl CompactStrings {
     /// The id is the shard's entry (index and store) and the shard.
     pub fn intern(&self, s: &str) -> Id {
         let mut buf = [0u8; 64];
-        let key = encode(s.as_bytes(), &mut buf);
+        self.intern_stored(encode(s.as_bytes(), &mut buf))
+    }
+
+    /// Interns a string given in its stored form (as [`encode`] makes it).
+    fn intern_stored(&self, key: (bool, &[u8])) -> Id {
         assert!(key.1.len() < 128, "compact strings hold at most 127 bytes");
         let h = self.hasher.hash_one(key);
         let shard = (h as usize) % SHARDS;
@@ -471,6 +549,46 @@ impl EventIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event key crosses to another process as its stored form: the
+    /// receiver (another interner, other ids) gets the same string, for
+    /// packed hex ids and any other string alike, through bincode (timely's
+    /// format) and JSON.
+    #[test]
+    fn event_keys_cross_interners_as_their_stored_form() {
+        let (a, b) = (Interner::new(), Interner::new());
+        let forms = [
+            "6d9b02a4931cd26fc10af8d4548cd09e",
+            "00FF",
+            "abc",
+            "ab",
+            "",
+            "é-1",
+            &"f".repeat(126),
+        ];
+        enter(&a);
+        // Other ids first in the sender, so that ids differ between the two.
+        for k in 0..50 {
+            EventKey::of(7, &format!("{k:02x}"));
+        }
+        let sent: Vec<(Vec<u8>, String)> = forms
+            .iter()
+            .map(|f| {
+                let k = EventKey::of(7, f);
+                (bincode::serialize(&k).unwrap(), serde_json::to_string(&k).unwrap())
+            })
+            .collect();
+        let short = bincode::serialize(&EventKey::of(7, forms[0])).unwrap().len();
+        assert_eq!(short, 4 + 1 + 8 + 16, "a 32-digit hex id crosses as 16 bytes");
+        enter(&b);
+        for (f, (bin, json)) in forms.iter().zip(&sent) {
+            let k: EventKey = bincode::deserialize(bin).unwrap();
+            assert_eq!((k.day, k.resolve().as_str()), (7, *f));
+            let j: EventKey = serde_json::from_str(json).unwrap();
+            assert_eq!(j, k);
+        }
+        assert_eq!(b.event_ids_len(), forms.len(), "each string once, none merged");
+    }
 
     #[test]
     fn exact_and_stable() {
