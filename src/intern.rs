@@ -234,11 +234,15 @@ impl<'de> serde::de::Visitor<'de> for InternStored {
         }
         self.visit_bytes(&buf[..n])
     }
+    /// A string sent unpacked is packed here if it can be: exactness does
+    /// not rest on the sender (one string, one stored form, one id).
     fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Id, E> {
         if b.len() >= 128 || (self.packed && b.is_empty()) {
             return Err(E::custom("not the stored form of an event id"));
         }
-        Ok(with_event_ids(self.day, |ids| ids.0.intern_stored((self.packed, b))))
+        let mut buf = [0u8; 64];
+        let key = if self.packed { (true, b) } else { encode(b, &mut buf) };
+        Ok(with_event_ids(self.day, |ids| ids.0.intern_stored(key)))
     }
 }
 
@@ -588,6 +592,11 @@ mod tests {
             assert_eq!(j, k);
         }
         assert_eq!(b.event_ids_len(), forms.len(), "each string once, none merged");
+        // A hex id sent unpacked is the same id as the packed one.
+        let unpacked = bincode::serialize(&(7i32, false, StoredBytes(forms[0].as_bytes()))).unwrap();
+        let k: EventKey = bincode::deserialize(&unpacked).unwrap();
+        assert_eq!(k, EventKey::of(7, forms[0]));
+        assert_eq!(b.event_ids_len(), forms.len());
     }
 
     #[test]

@@ -412,7 +412,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
         let kept_stats = Rc::new(RefCell::new(KeptStats::default()));
         let stats = kept_stats.clone();
         let continuous = opts.continuous;
-        let by_user_day = kept
+        let kept_by_user_day = kept
             .inspect(move |((ev, _), time, diff)| {
                 let day = &ev.day;
                 let mut s = stats.borrow_mut();
@@ -434,7 +434,7 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
                 };
                 ((ev.day, l.user), v)
             });
-        let by_user_day = by_user(by_user_day);
+        let by_user_day = by_user(kept_by_user_day);
 
         let daily = daily_table(&by_user_day, "UserDaily", user_daily_logic(interner.clone()));
         let tracks = daily_table(&by_user_day, "UserTrackDaily", user_track_logic(interner.clone()));
