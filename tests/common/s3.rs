@@ -31,24 +31,27 @@ impl Moto {
         Moto::start_with(&[])
     }
 
-    /// A server with extra settings in its environment.
+    /// A server with extra settings in its environment. A port taken between
+    /// choosing it and moto binding it costs one more try on another port.
     pub fn start_with(env: &[(&str, &str)]) -> Moto {
-        let port = free_port();
         let moto = python().parent().unwrap().join("moto_server");
-        let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e} (run `make test`: it installs moto)", moto.display()));
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&moto)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e} (run `make test`: it installs moto)", moto.display()));
+            if answers_http(&mut child, port) {
+                let endpoint = format!("http://127.0.0.1:{port}");
+                return Moto { child, endpoint };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        Moto { child, endpoint }
+        panic!("moto did not start on three ports in a row");
     }
 
     /// Runs the S3 tool; its standard output.
@@ -132,6 +135,28 @@ impl Moto {
                     .map_or(0, |o| o.values().map(|v| v.as_i64().unwrap()).sum())
             })
     }
+}
+
+/// Waits until `child` answers an HTTP request on `port`; false if it exits
+/// first (its port was taken) or stays silent for 30 s.
+fn answers_http(child: &mut Child, port: u16) -> bool {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = [0u8; 5];
+            let asked = s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok();
+            if asked && s.read_exact(&mut head).is_ok() && &head == b"HTTP/" {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 fn lines(b: &[u8]) -> Vec<String> {

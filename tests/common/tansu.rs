@@ -33,6 +33,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether something listens on `addr`: a connection that is not the
+/// socket connecting to itself (Linux lets a connect to a free local port
+/// in the ephemeral range pick that very port as its source and succeed).
+pub fn listening(addr: impl std::net::ToSocketAddrs) -> bool {
+    std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+}
+
 /// A running tansu broker; killed when dropped.
 pub struct Tansu {
     child: Option<Child>,
@@ -122,7 +129,7 @@ impl Tansu {
         self.child = Some(cmd.spawn().expect("starting tansu"));
         self.starts += 1;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&self.addr).is_err() {
+        while !listening(&self.addr) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "tansu exited ({status}) before listening on {}:\n{}",
