@@ -8,10 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A hostfile of `n` free loopback ports in `dir`.
+/// A hostfile of `n` free loopback ports in `dir`, all different (each is
+/// held until all are chosen, so the kernel cannot hand one out twice).
 pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join(format!("hosts-{}", free_port()));
-    let hosts: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let hosts: Vec<String> = held
+        .iter()
+        .map(|l| format!("127.0.0.1:{}", l.local_addr().unwrap().port()))
+        .collect();
+    drop(held);
     std::fs::write(&path, hosts.join("\n") + "\n").unwrap();
     path
 }
