@@ -1,19 +1,22 @@
-//! Batch runs: a bounded input, one pass of the shared dataflow, every
+//! Batch runs: a bounded input, one pass of the two dataflows, every
 //! partition written by one owner, then published all together by the
 //! committer.
 //!
-//! Time 0 carries the events. Once it is complete the workers tell each
-//! other what they counted (an all-gather through a mailbox: every worker
-//! gets every worker's tally, and the frontier says when all have arrived),
-//! so each knows the day range; time 1 adds the window days before the range
-//! (read back from the output directory) and the as-of days, so the profile
-//! is computed once, from daily aggregates. Then each worker collects its
-//! share of every partition; the workers agree on one owner per partition
-//! (the same largest-first assignment computed by each from everyone's share
-//! sizes); the shares travel to their owners, who write each partition to
-//! staging and tell the committer (worker 0), which publishes them all and
-//! writes the run report. Nothing but the dataflow connects the workers, so
-//! they may live in several processes (`cluster::Topology`).
+//! The events go into the first dataflow (dedup, the daily tables). Once it
+//! is complete the workers tell each other what they counted (an all-gather
+//! through a mailbox: every worker gets every worker's tally, and the
+//! frontier says when all have arrived), so each knows the day range. The
+//! profile's dataflow is built then, fed the window days before the range
+//! (read back from the output) and the as-of days. The workers agree on one
+//! owner per partition (the same largest-first assignment computed by each
+//! from everyone's share sizes) and stage the daily tables in waves: each
+//! worker collects its share of a wave's partitions, feeds those rows to the
+//! profile, and sends them to their owners, who write each partition to
+//! staging. Then the profile is computed (once, from daily aggregates, after
+//! the daily traces are gone) and staged the same way; the owners tell the
+//! committer (worker 0), which publishes them all and writes the run
+//! report. Nothing but the dataflow connects the workers, so they may live
+//! in several processes (`cluster::Topology`).
 
 use crate::cluster::Topology;
 use crate::dataflow::{self, Listen, RejectRow};
@@ -134,7 +137,7 @@ pub struct Feeder {
 }
 
 impl Feeder {
-    pub fn feed(&mut self, source: Name, rec: RawRecord<'_>, h: &mut dataflow::Handles) {
+    pub fn feed(&mut self, source: Name, rec: RawRecord<'_>, h: &mut dataflow::Daily) {
         self.counts.read += 1;
         match rec.decode() {
             Err(reason) => {
@@ -315,26 +318,19 @@ fn source_names(c: &Ctx) -> Vec<Name> {
 
 fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<BatchOutcome>> {
     let (index, peers) = (worker.index(), worker.peers());
-    let mut h = dataflow::build(worker, c.interner.clone());
+    let probe = timely::dataflow::ProbeHandle::new();
+    let mut h = dataflow::build_daily(worker, c.interner.clone(), dataflow::Options::default(), &probe);
     let mut mail = Mail::build(worker);
     let sources = source_names(c);
     let t0 = Instant::now();
     let (feeder, read) = read_input(worker, c, &mut h, &sources)?;
     log_phase(index, t0, "input read", &c.interner);
-    // Time 0 is complete once every worker's events are through. The
-    // listens input closes (it has nothing at time 1): once every worker's
-    // is closed, Dedup lets go of the Listens trace and it is freed.
-    drop(h.listens);
-    for t in [
-        &mut h.rejected as &mut dyn Advance,
-        &mut h.prior,
-        &mut h.seen,
-        &mut h.fin,
-    ] {
-        t.advance(1);
-    }
-    let probe = h.probe.clone();
-    mailbox::wait(worker, &c.abort, || !probe.less_than(&1))?;
+    // The inputs close: once every worker's are closed, Dedup lets go of
+    // the Listens trace (it is freed), and once the daily tables are
+    // complete, timely drops the first dataflow with its (day, user)
+    // arrangement.
+    drop((h.listens, h.rejected));
+    mailbox::wait(worker, &c.abort, || probe.done())?;
     log_phase(index, t0, "daily tables computed", &c.interner);
     let mine = {
         let k = h.kept.borrow();
@@ -346,6 +342,8 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
         }
     };
     let tallies = mail.tally.exchange(worker, &c.abort, 0, [mine])?;
+    // Every worker is past its daily tables: no event id is read again.
+    release_event_ids(&c.interner);
     let mut kept_days = BTreeMap::new();
     for t in &tallies {
         for (d, n) in &t.kept_days {
@@ -354,69 +352,48 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     }
     let range = effective_range(c.cfg.range, &kept_days);
 
-    // Time 1: window days before the range, and the as-of days.
-    let mut missing = Vec::new();
-    if let Some((from, to)) = range {
-        error::inject("prior", index, peers)?;
-        for day in (from - dataflow::WINDOW_DAYS + 1..from).filter(|d| d.rem_euclid(peers as i32) as usize == index) {
-            let present = sink::read::prior_day(&c.store, day, &c.interner, &mut |u, p| h.prior.update((u, p), 1))
-                .with_context(|| format!("reading the published day {}", dates::day_to_string(day)))?;
-            if !present {
-                missing.push(day);
-            }
-        }
-        if index == 0 {
-            // As-of days from..=to: the first and last day, nothing final before `from`.
-            h.seen.update(from, 1);
-            h.seen.update(to, 1);
-            h.fin.update(from - 1, 1);
-        }
-    }
-    drop((h.rejected, h.prior, h.seen, h.fin));
-    mailbox::wait(worker, &c.abort, || probe.done())?;
-    log_phase(index, t0, "profile computed", &c.interner);
-
-    // This worker's share of every partition of the run, one table at a
-    // time (memory holds one table's shares, not all of them): first the
-    // sizes, from which every worker computes the same owners.
+    // The profile's dataflow: prior days and as-of markers now, this run's
+    // daily rows as they are staged; its arrangement is built once the
+    // daily traces are gone.
+    let probe = timely::dataflow::ProbeHandle::new();
+    let opts = dataflow::Options::default();
+    let mut p = dataflow::build_profile(worker, c.interner.clone(), opts, &probe, None, &h.changes);
+    let missing = feed_prior(c, index, peers, range, &mut p)?;
     let in_range = |t: Table, d: i32| match t {
         Table::RejectedEvents => true,
         _ => range.is_some_and(|(f, to)| d >= f && d <= to),
     };
-    let sizes = sink::sizes(&mut h.traces, &in_range).into_iter().collect();
-    let shares = mail.shares.exchange(worker, &c.abort, 1, [Shares { sizes, missing }])?;
-    let owners = sink::owners(shares.iter().flat_map(|s| s.sizes.iter().copied()), peers);
-    let read: Vec<ReadRange> = tallies.iter().flat_map(|t| t.read.iter().cloned()).collect();
+    let mut stager = Stager {
+        c,
+        sources: &sources,
+        read: tallies.iter().flat_map(|t| t.read.iter().cloned()).collect(),
+        round: 1,
+        t: 2,
+        staged: Vec::new(),
+    };
     error::inject("staging", index, peers)?;
-    let mut staged = Vec::new();
-    for (i, table) in sink::TRACED.into_iter().enumerate() {
-        let buckets = sink::collect_table(&mut h.traces, table, &in_range, dataflow::Time::MAX);
-        h.traces.release(table);
-        let parts = sink::to_owners(
-            &mut mail.rows,
-            worker,
-            &c.abort,
-            2 + i as dataflow::Time,
-            buckets,
-            &owners,
-        )?;
-        staged.extend(stage_owned(c, parts, &sources, &read)?);
-        tracing::debug!(
-            worker = index,
-            table = table.name(),
-            rss_mb = crate::report::rss_mb(),
-            "table staged"
-        );
-    }
-    log_phase(index, t0, "partitions staged", &c.interner);
-    let last = 2 + sink::TRACED.len() as dataflow::Time;
-    let staged = mail.staged.exchange(worker, &c.abort, last, staged)?;
-    let outcome = match index {
-        0 => {
-            let mut missing: Vec<i32> = shares.iter().flat_map(|s| s.missing.iter().copied()).collect();
-            missing.sort_unstable();
-            Some(commit(c, staged, &tallies, range, missing, &sources)?)
+    let daily = [
+        Table::UserDaily,
+        Table::UserTrackDaily,
+        Table::UserArtistDaily,
+        Table::RejectedEvents,
+    ];
+    let missing = stager.tables(worker, &mut mail, &mut h.traces, &daily, &in_range, missing, |b| {
+        for ((_, day), rows) in b {
+            rows.profile_inputs(*day, |u, r| p.prior.update((u, r), 1));
         }
+    })?;
+    drop((p.prior, p.seen, p.fin));
+    mailbox::wait(worker, &c.abort, || probe.done())?;
+    log_phase(index, t0, "profile computed", &c.interner);
+    h.traces.user_profile = Some(p.trace);
+    let profile = [Table::UserProfile28d];
+    stager.tables(worker, &mut mail, &mut h.traces, &profile, &in_range, vec![], |_| {})?;
+    log_phase(index, t0, "partitions staged", &c.interner);
+    let staged = stager.staged;
+    let staged = mail.staged.exchange(worker, &c.abort, 0, staged)?;
+    let outcome = match index {
+        0 => Some(commit(c, staged, &tallies, range, missing, &sources)?),
         _ => None,
     };
     let published = mail
@@ -432,7 +409,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
 fn read_input(
     worker: &mut timely::worker::Worker,
     c: &Ctx,
-    h: &mut dataflow::Handles,
+    h: &mut dataflow::Daily,
     sources: &[Name],
 ) -> Result<(Feeder, Vec<ReadRange>)> {
     let (index, peers) = (worker.index(), worker.peers());
@@ -733,17 +710,110 @@ fn restage_file_rejects(c: &Ctx, staged: &mut Vec<Staged>, sources: &[Name]) -> 
     Ok(emptied)
 }
 
-/// Advancing the time of any input session.
-trait Advance {
-    fn advance(&mut self, t: dataflow::Time);
-}
-impl<D: differential_dataflow::Data> Advance
-    for differential_dataflow::input::InputSession<dataflow::Time, D, dataflow::Diff>
-{
-    fn advance(&mut self, t: dataflow::Time) {
-        self.advance_to(t);
-        self.flush();
+/// Feeds the profile the window days before the range (read back from the
+/// output; this worker's share of them) and, on worker 0, the as-of days;
+/// returns the window days that were not published.
+fn feed_prior(
+    c: &Ctx,
+    index: usize,
+    peers: usize,
+    range: Option<(i32, i32)>,
+    p: &mut dataflow::Profile,
+) -> Result<Vec<i32>> {
+    let mut missing = Vec::new();
+    let Some((from, to)) = range else {
+        return Ok(missing);
+    };
+    error::inject("prior", index, peers)?;
+    for day in (from - dataflow::WINDOW_DAYS + 1..from).filter(|d| d.rem_euclid(peers as i32) as usize == index) {
+        let present = sink::read::prior_day(&c.store, day, &c.interner, &mut |u, r| p.prior.update((u, r), 1))
+            .with_context(|| format!("reading the published day {}", dates::day_to_string(day)))?;
+        if !present {
+            missing.push(day);
+        }
     }
+    if index == 0 {
+        // As-of days from..=to: the first and last day, nothing final before `from`.
+        p.seen.update(from, 1);
+        p.seen.update(to, 1);
+        p.fin.update(from - 1, 1);
+    }
+    Ok(missing)
+}
+
+/// Stages a batch's partitions, a wave at a time (`sink::waves`: at most
+/// one partition per owner, so memory holds about one partition's rows a
+/// worker, not a table's).
+struct Stager<'a> {
+    c: &'a Ctx,
+    sources: &'a [Name],
+    read: Vec<ReadRange>,
+    /// The next time of the shares mailbox, and of the rows mailbox.
+    round: dataflow::Time,
+    t: dataflow::Time,
+    staged: Vec<Staged>,
+}
+
+impl Stager<'_> {
+    /// Stages `tables` (their traces are released after): every worker
+    /// tells its shares' sizes (and the window days it found `missing`),
+    /// from which every worker computes the same owners and waves; `each`
+    /// sees this worker's share of each wave first. Returns every worker's
+    /// missing days, sorted.
+    #[allow(clippy::too_many_arguments)]
+    fn tables(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        mail: &mut Mail,
+        traces: &mut dataflow::SinkTraces,
+        tables: &[Table],
+        in_range: &dyn Fn(Table, i32) -> bool,
+        missing: Vec<i32>,
+        mut each: impl FnMut(&sink::Buckets),
+    ) -> Result<Vec<i32>> {
+        let (c, peers) = (self.c, worker.peers());
+        let sizes = sink::sizes(traces, tables, in_range).into_iter().collect();
+        let shares = mail
+            .shares
+            .exchange(worker, &c.abort, self.round, [Shares { sizes, missing }])?;
+        self.round += 1;
+        let all_sizes = || shares.iter().flat_map(|s| s.sizes.iter().copied());
+        let owners = sink::owners(all_sizes(), peers);
+        let mut summed = BTreeMap::new();
+        for (k, n) in all_sizes() {
+            *summed.entry(k).or_insert(0) += n;
+        }
+        let mut waves = sink::waves(tables, &owners, &summed).into_iter().peekable();
+        for &table in tables {
+            while let Some((_, days)) = waves.next_if(|w| w.0 == table) {
+                let keep = |tb: Table, d: i32| tb == table && days.binary_search(&d).is_ok();
+                let buckets = sink::collect_table(traces, table, &keep, dataflow::Time::MAX, Some(&days));
+                each(&buckets);
+                let parts = sink::to_owners(&mut mail.rows, worker, &c.abort, self.t, buckets, &owners)?;
+                self.t += 1;
+                self.staged.extend(stage_owned(c, parts, self.sources, &self.read)?);
+            }
+            traces.release(table);
+            tracing::debug!(
+                worker = worker.index(),
+                table = table.name(),
+                rss_mb = crate::report::rss_mb(),
+                "table staged"
+            );
+        }
+        let mut missing: Vec<i32> = shares.iter().flat_map(|s| s.missing.iter().copied()).collect();
+        missing.sort_unstable();
+        Ok(missing)
+    }
+}
+
+/// Forgets the event ids of every day: this process's workers are all
+/// past the dataflow that reads them.
+fn release_event_ids(interner: &Interner) {
+    for day in interner.event_day_list() {
+        interner.release_day(day);
+    }
+    crate::intern::forget_days();
 }
 
 fn progress_thread(total: u64, bytes: Arc<AtomicU64>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {

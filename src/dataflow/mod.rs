@@ -1,12 +1,14 @@
-//! The feature dataflow: one definition shared by batch and continuous runs.
+//! The feature dataflows: one definition shared by batch and continuous runs.
 //!
 //! ```text
+//! first (build_daily):
 //! listens ((day, event), Listen) --arrange, dedup (smallest per key)--> kept
-//! kept --arrange by (user, day)--+--reduce--> user_daily
+//! kept --arrange by (day, user)--+--reduce--> user_daily
 //!                                +--reduce--> user_track_daily
 //!                                +--reduce--> user_artist_daily
+//! rejected --arrange by day
+//! second (build_profile, imports the daily traces):
 //! daily rows (+ prior days from disk) + as-of markers --reduce by user--> user_profile_28d
-//! every table --arrange by (table, day)--> sink traces (read by the Parquet sink)
 //! ```
 //!
 //! Ids are interned `u32`s; wherever the spec orders by bytes (dedup minimum,
@@ -290,6 +292,18 @@ impl ProfIn {
     pub fn marker(as_of: i32) -> Self {
         ProfIn::new(as_of, ProfKind::AsOf, Name(0), 0, 0, 0)
     }
+    /// The profile's input from a `user_daily` row of `day`.
+    pub fn daily(day: i32, r: &DailyRow) -> Self {
+        ProfIn::new(day, ProfKind::Daily, Name(0), r.plays, r.skips, r.ms_played)
+    }
+    /// The profile's input from a `user_track_daily` row of `day`.
+    pub fn track(day: i32, r: &TrackRow) -> Self {
+        ProfIn::new(day, ProfKind::Track, r.track, r.plays.into(), r.skips.into(), 0)
+    }
+    /// The profile's input from a `user_artist_daily` row of `day`.
+    pub fn artist(day: i32, r: &ArtistRow) -> Self {
+        ProfIn::new(day, ProfKind::Artist, r.artist, r.plays.into(), r.skips.into(), 0)
+    }
 }
 
 /// A daily table's rows, keyed by (day, user): one day's rows are contiguous.
@@ -390,19 +404,61 @@ pub struct Options {
 /// Output partitions (table, day) that changed, by the time they changed.
 pub type Changes = Rc<RefCell<std::collections::BTreeMap<Time, HashSet<(crate::schema::Table, i32)>>>>;
 
-/// Builds the dataflow in `worker`.
-pub fn build(worker: &mut timely::worker::Worker, interner: Arc<Interner>) -> Handles {
-    build_with(worker, interner, Options::default())
+/// Builds both dataflows in `worker`, one after the other (continuous mode:
+/// the profile follows the daily tables as they change).
+pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, opts: Options) -> Handles {
+    let probe = ProbeHandle::new();
+    let mut d = build_daily(worker, interner.clone(), opts, &probe);
+    let p = build_profile(worker, interner, opts, &probe, Some(&mut d.traces), &d.changes);
+    d.traces.user_profile = Some(p.trace);
+    Handles {
+        listens: d.listens,
+        rejected: d.rejected,
+        prior: p.prior,
+        seen: p.seen,
+        fin: p.fin,
+        probe,
+        traces: d.traces,
+        kept: d.kept,
+        changes: d.changes,
+        listens_trace: d.listens_trace,
+    }
 }
 
-pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, opts: Options) -> Handles {
+/// What one worker holds of the first dataflow: events in, daily tables and
+/// rejects out.
+pub struct Daily {
+    pub listens: InputSession<Time, (EventKey, Listen), Diff>,
+    pub rejected: InputSession<Time, (i32, RejectRow), Diff>,
+    /// Every table but the profile (`user_profile` is `None`).
+    pub traces: SinkTraces,
+    pub kept: Rc<RefCell<KeptStats>>,
+    pub changes: Changes,
+    pub listens_trace: Option<ListenTrace>,
+}
+
+/// What one worker holds of the second dataflow: the profile.
+pub struct Profile {
+    pub prior: InputSession<Time, (Name, ProfIn), Diff>,
+    pub seen: InputSession<Time, i32, Diff>,
+    pub fin: InputSession<Time, i32, Diff>,
+    pub trace: ProfileTrace,
+}
+
+/// The first dataflow: dedup, the (day, user) arrangement, the three daily
+/// tables, rejects. A batch lets it complete and timely drops it, with the
+/// (day, user) arrangement that only its reduces read, before it builds the
+/// profile.
+pub fn build_daily(
+    worker: &mut timely::worker::Worker,
+    interner: Arc<Interner>,
+    opts: Options,
+    probe: &ProbeHandle<Time>,
+) -> Daily {
+    use timely::dataflow::operators::Probe;
     worker.dataflow::<Time, _, _>(|scope| {
         let (listens_in, listens) = scope.new_collection::<(EventKey, Listen), Diff>();
         let (rejected_in, rejected) = scope.new_collection::<(i32, RejectRow), Diff>();
-        let (prior_in, prior) = scope.new_collection::<(Name, ProfIn), Diff>();
-        let (seen_in, seen) = scope.new_collection::<i32, Diff>();
-        let (fin_in, fin) = scope.new_collection::<i32, Diff>();
-        let as_of = as_of_days(seen, fin);
 
         // Dedup: of each (day, event id) group keep the smallest by the spec's tuple.
         let listens = listens.arrange_by_key_named("Listens");
@@ -410,120 +466,146 @@ pub fn build_with(worker: &mut timely::worker::Worker, interner: Arc<Interner>, 
         let kept = dedup::kept(listens, interner.clone());
 
         let kept_stats = Rc::new(RefCell::new(KeptStats::default()));
-        let stats = kept_stats.clone();
-        let continuous = opts.continuous;
-        let kept_by_user_day = kept
-            .inspect(move |((ev, _), time, diff)| {
-                let day = &ev.day;
-                let mut s = stats.borrow_mut();
-                if continuous {
-                    *s.by_time.entry(*time).or_default().entry(*day).or_insert(0) += *diff as i64;
-                } else {
-                    s.count += *diff as i64;
-                    *s.days.entry(*day).or_insert(0) += *diff as i64;
-                }
-            })
-            .map(|(ev, l)| {
-                let v = DayListen {
-                    time: l.time,
-                    ev,
-                    track: l.track,
-                    artist: l.artist,
-                    ms_played: l.ms_played,
-                    duration: l.duration,
-                };
-                ((ev.day, l.user), v)
-            });
-        let by_user_day = by_user(kept_by_user_day);
-
+        let by_user_day = by_user(count_kept(kept, kept_stats.clone(), opts.continuous));
         let daily = daily_table(&by_user_day, "UserDaily", user_daily_logic(interner.clone()));
         let tracks = daily_table(&by_user_day, "UserTrackDaily", user_track_logic(interner.clone()));
         let artists = daily_table(&by_user_day, "UserArtistDaily", user_artist_logic());
+        let rejected = rejected.arrange_by_key_named("Rejected");
+
+        let changes: Changes = Rc::new(RefCell::new(Default::default()));
+        if opts.continuous {
+            record_changes(days_of(&daily), Table::UserDaily, &changes);
+            record_changes(days_of(&tracks), Table::UserTrackDaily, &changes);
+            record_changes(days_of(&artists), Table::UserArtistDaily, &changes);
+            record_changes(
+                rejected.clone().as_collection(|&d, _| d),
+                Table::RejectedEvents,
+                &changes,
+            );
+        }
+        // The sink reads these arrangements; the probe tells when they are complete.
+        daily.stream.clone().probe_with(probe);
+        tracks.stream.clone().probe_with(probe);
+        artists.stream.clone().probe_with(probe);
+        rejected.stream.clone().probe_with(probe);
+
+        Daily {
+            listens: listens_in,
+            rejected: rejected_in,
+            traces: SinkTraces {
+                user_daily: Some(daily.trace),
+                user_track_daily: Some(tracks.trace),
+                user_artist_daily: Some(artists.trace),
+                user_profile: None,
+                rejected: Some(rejected.trace),
+            },
+            kept: kept_stats,
+            changes,
+            listens_trace,
+        }
+    })
+}
+
+/// Counts kept listens (per day; continuous: by time) as they pass, and
+/// keys them by (day, user).
+fn count_kept<'s>(
+    kept: differential_dataflow::VecCollection<'s, Time, (EventKey, Listen), Diff>,
+    stats: Rc<RefCell<KeptStats>>,
+    continuous: bool,
+) -> differential_dataflow::VecCollection<'s, Time, ((i32, Name), DayListen), Diff> {
+    kept.inspect(move |((ev, _), time, diff)| {
+        let day = &ev.day;
+        let mut s = stats.borrow_mut();
+        if continuous {
+            *s.by_time.entry(*time).or_default().entry(*day).or_insert(0) += *diff as i64;
+        } else {
+            s.count += *diff as i64;
+            *s.days.entry(*day).or_insert(0) += *diff as i64;
+        }
+    })
+    .map(|(ev, l)| {
+        let v = DayListen {
+            time: l.time,
+            ev,
+            track: l.track,
+            artist: l.artist,
+            ms_played: l.ms_played,
+            duration: l.duration,
+        };
+        ((ev.day, l.user), v)
+    })
+}
+
+/// Records the (table, day) partitions that change at each time.
+fn record_changes(days: differential_dataflow::VecCollection<'_, Time, i32, Diff>, table: Table, changes: &Changes) {
+    let c = changes.clone();
+    days.inspect(move |(d, t, _)| {
+        c.borrow_mut().entry(*t).or_default().insert((table, *d));
+    });
+}
+
+/// The second dataflow: `user_profile_28d` from the daily tables, prior
+/// days' rows and as-of markers. With `daily`, it imports the daily tables'
+/// traces (continuous mode: it follows them as they change); without, the
+/// driver feeds this run's daily rows through `prior` as well (a batch,
+/// while it stages them, so that the daily traces are gone before the
+/// profile's arrangement is built).
+pub fn build_profile(
+    worker: &mut timely::worker::Worker,
+    interner: Arc<Interner>,
+    opts: Options,
+    probe: &ProbeHandle<Time>,
+    daily: Option<&mut SinkTraces>,
+    changes: &Changes,
+) -> Profile {
+    use timely::dataflow::operators::Probe;
+    worker.dataflow::<Time, _, _>(|scope| {
+        let (prior_in, prior) = scope.new_collection::<(Name, ProfIn), Diff>();
+        let (seen_in, seen) = scope.new_collection::<i32, Diff>();
+        let (fin_in, fin) = scope.new_collection::<i32, Diff>();
+        let as_of = as_of_days(seen, fin);
 
         // The profile's inputs: this run's daily rows, prior days' rows, as-of markers.
-        let daily_in = daily.clone().as_collection(|&(d, u), r: &DailyRow| {
-            (u, ProfIn::new(d, ProfKind::Daily, Name(0), r.plays, r.skips, r.ms_played))
-        });
-        let track_in = tracks
-            .clone()
-            .as_collection(|&(d, u), r: &TrackRow| {
-                (u, ProfIn::new(d, ProfKind::Track, r.track, r.plays.into(), r.skips.into(), 0))
-            });
-        let artist_in = artists.clone().as_collection(|&(d, u), r: &ArtistRow| {
-            (u, ProfIn::new(d, ProfKind::Artist, r.artist, r.plays.into(), r.skips.into(), 0))
-        });
-        let all_daily = daily_in.concat(prior.clone().filter(|(_, p)| p.kind == ProfKind::Daily));
+        let mut prior = prior;
+        if let Some(traces) = daily {
+            let traced = "the daily tables' traces are held until the profile is built";
+            let imported = [
+                traces.user_daily.as_mut().expect(traced).import_named(scope, "Import: UserDaily")
+                    .as_collection(|&(d, u), r: &DailyRow| (u, ProfIn::daily(d, r))),
+                traces.user_track_daily.as_mut().expect(traced).import_named(scope, "Import: UserTrackDaily")
+                    .as_collection(|&(d, u), r: &TrackRow| (u, ProfIn::track(d, r))),
+                traces.user_artist_daily.as_mut().expect(traced).import_named(scope, "Import: UserArtistDaily")
+                    .as_collection(|&(d, u), r: &ArtistRow| (u, ProfIn::artist(d, r))),
+            ];
+            prior = prior.concatenate(imported);
+        }
+        let all_daily = prior.clone().filter(|(_, p)| p.kind == ProfKind::Daily);
         let window = as_of.flat_map(|a| (a - WINDOW_DAYS + 1..=a).map(move |d| (d, a)));
         let markers = all_daily
             .clone()
             .map(|(u, p)| (p.day, u))
             .join(window)
             .map(|(_d, (u, a))| (u, ProfIn::marker(a)));
-        let profile = all_daily
-            .concat(track_in)
-            .concat(artist_in)
-            .concat(prior.filter(|(_, p)| p.kind != ProfKind::Daily))
+        let profile = prior
             .concat(markers)
             .arrange_by_key_named("Arrange: UserProfile28d")
             .reduce_abelian::<_, ValBuilder<Name, (i32, ProfileRow)>, ValSpine<Name, (i32, ProfileRow), Time, Diff>, _, _>(
                 "UserProfile28d",
-                profile_logic(interner.clone()),
+                profile_logic(interner),
                 |vec, key, upds| {
                     vec.clear();
                     vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
                 },
             );
-        let rejected = rejected.arrange_by_key_named("Rejected");
-
-        let changes: Changes = Rc::new(RefCell::new(Default::default()));
         if opts.continuous {
-            use crate::schema::Table;
-            let record = |table: Table, c: &Changes| {
-                let c = c.clone();
-                move |(d, t, _): &(i32, Time, Diff)| {
-                    c.borrow_mut().entry(*t).or_default().insert((table, *d));
-                }
-            };
-            let days = [
-                (days_of(&daily), Table::UserDaily),
-                (days_of(&tracks), Table::UserTrackDaily),
-                (days_of(&artists), Table::UserArtistDaily),
-                (profile.clone().as_collection(|_, (a, _)| *a), Table::UserProfile28d),
-                (rejected.clone().as_collection(|&d, _| d), Table::RejectedEvents),
-            ];
-            for (d, table) in days {
-                d.inspect(record(table, &changes));
-            }
+            record_changes(profile.clone().as_collection(|_, (a, _)| *a), Table::UserProfile28d, changes);
         }
-
-        // The sink reads these arrangements; the probe tells when they are complete.
-        let probe = ProbeHandle::new();
-        {
-            use timely::dataflow::operators::Probe;
-            daily.stream.clone().probe_with(&probe);
-            tracks.stream.clone().probe_with(&probe);
-            artists.stream.clone().probe_with(&probe);
-            profile.stream.clone().probe_with(&probe);
-            rejected.stream.clone().probe_with(&probe);
-        }
-
-        Handles {
-            listens: listens_in,
-            rejected: rejected_in,
+        profile.stream.clone().probe_with(probe);
+        Profile {
             prior: prior_in,
             seen: seen_in,
             fin: fin_in,
-            probe,
-            traces: SinkTraces {
-                user_daily: Some(daily.trace),
-                user_track_daily: Some(tracks.trace),
-                user_artist_daily: Some(artists.trace),
-                user_profile: Some(profile.trace),
-                rejected: Some(rejected.trace),
-            },
-            kept: kept_stats,
-            changes,
-            listens_trace,
+            trace: profile.trace,
         }
     })
 }

@@ -7,7 +7,7 @@ pub mod read;
 
 use crate::dataflow::{Diff, SinkTraces, Time};
 use crate::error::Abort;
-use crate::intern::Interner;
+use crate::intern::{Interner, Name};
 use crate::mailbox::Mailbox;
 use crate::schema::Table;
 use crate::store::{StagedFile, Staging};
@@ -51,6 +51,22 @@ impl Staged {
 pub fn scan_before<K, V>(
     trace: &mut Option<TraceAgent<ValSpine<K, V, Time, Diff>>>,
     before: Time,
+    f: impl FnMut(&K, &V, isize),
+) where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    scan(trace, before, None, f)
+}
+
+/// Seeks for a scan over some days' keys: the days (ascending), the first
+/// possible key of a day, the day of a key.
+type DaySeek<'a, K> = Option<(&'a [i32], fn(i32) -> K, fn(&K) -> i32)>;
+
+fn scan<K, V>(
+    trace: &mut Option<TraceAgent<ValSpine<K, V, Time, Diff>>>,
+    before: Time,
+    days: DaySeek<'_, K>,
     mut f: impl FnMut(&K, &V, isize),
 ) where
     K: Ord + Clone + 'static,
@@ -61,21 +77,36 @@ pub fn scan_before<K, V>(
         return;
     };
     let (mut cursor, storage) = cursor_list(batches);
-    while cursor.key_valid(&storage) {
-        let k = cursor.key(&storage);
-        while cursor.val_valid(&storage) {
-            let mut n: isize = 0;
-            cursor.map_times(&storage, |t, d| {
-                if *t < before {
-                    n += *d as isize
-                }
-            });
-            if n != 0 {
-                f(k, cursor.val(&storage), n);
-            }
-            cursor.step_val(&storage);
+    // Runs of keys: every key, or the keys of each day.
+    let runs: Vec<Option<i32>> = match days {
+        None => vec![None],
+        Some((ds, _, _)) => ds.iter().map(|d| Some(*d)).collect(),
+    };
+    for run in runs {
+        if let (Some(d), Some((_, first, _))) = (run, days) {
+            cursor.seek_key(&storage, &first(d));
         }
-        cursor.step_key(&storage);
+        while cursor.key_valid(&storage) {
+            let k = cursor.key(&storage);
+            if let (Some(d), Some((_, _, day))) = (run, days) {
+                if day(k) != d {
+                    break;
+                }
+            }
+            while cursor.val_valid(&storage) {
+                let mut n: isize = 0;
+                cursor.map_times(&storage, |t, d| {
+                    if *t < before {
+                        n += *d as isize
+                    }
+                });
+                if n != 0 {
+                    f(k, cursor.val(&storage), n);
+                }
+                cursor.step_val(&storage);
+            }
+            cursor.step_key(&storage);
+        }
     }
 }
 
@@ -106,7 +137,7 @@ pub const TRACED: [Table; 5] = [
 pub fn collect_before(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool, before: Time) -> Buckets {
     let mut b: Buckets = HashMap::new();
     for t in TRACED {
-        b.extend(collect_table(traces, t, keep, before));
+        b.extend(collect_table(traces, t, keep, before, None));
     }
     b
 }
@@ -124,15 +155,27 @@ fn add<R: Clone>(
 }
 
 /// This worker's share of the partitions of one table, as of `before`.
+/// `days` (ascending), when given, holds every day `keep` accepts: the scan
+/// seeks to them instead of reading every key (the profile, keyed by user,
+/// is read whole).
 pub fn collect_table(
     traces: &mut SinkTraces,
     table: Table,
     keep: &dyn Fn(Table, i32) -> bool,
     before: Time,
+    days: Option<&[i32]>,
 ) -> Buckets {
+    let by_day = days.map(|d| {
+        (
+            d,
+            (|d| (d, Name(0))) as fn(i32) -> (i32, Name),
+            (|k: &(i32, Name)| k.0) as fn(&_) -> i32,
+        )
+    });
+    let rejected_by_day = days.map(|d| (d, (|d| d) as fn(i32) -> i32, (|k: &i32| *k) as fn(&_) -> i32));
     let mut b: Buckets = HashMap::new();
     match table {
-        Table::UserDaily => scan_before(&mut traces.user_daily, before, |&(d, u), r, n| {
+        Table::UserDaily => scan(&mut traces.user_daily, before, by_day, |&(d, u), r, n| {
             if keep(table, d) {
                 add(
                     &mut b,
@@ -147,7 +190,7 @@ pub fn collect_table(
                 );
             }
         }),
-        Table::UserTrackDaily => scan_before(&mut traces.user_track_daily, before, |&(d, u), r, n| {
+        Table::UserTrackDaily => scan(&mut traces.user_track_daily, before, by_day, |&(d, u), r, n| {
             if keep(table, d) {
                 add(
                     &mut b,
@@ -162,7 +205,7 @@ pub fn collect_table(
                 );
             }
         }),
-        Table::UserArtistDaily => scan_before(&mut traces.user_artist_daily, before, |&(d, u), r, n| {
+        Table::UserArtistDaily => scan(&mut traces.user_artist_daily, before, by_day, |&(d, u), r, n| {
             if keep(table, d) {
                 add(
                     &mut b,
@@ -192,7 +235,7 @@ pub fn collect_table(
                 );
             }
         }),
-        Table::RejectedEvents => scan_before(&mut traces.rejected, before, |&d, r, n| {
+        Table::RejectedEvents => scan(&mut traces.rejected, before, rejected_by_day, |&d, r, n| {
             if keep(table, d) {
                 add(&mut b, (table, d), r, n, PartRows::Rejected, |p| match p {
                     PartRows::Rejected(v) => v,
@@ -233,29 +276,59 @@ pub fn owners(sizes: impl Iterator<Item = ((Table, i32), u64)>, peers: usize) ->
         .collect()
 }
 
-/// Rows per partition of this worker's share (counted, not built).
-pub fn sizes(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool) -> BTreeMap<(Table, i32), u64> {
-    let mut s: BTreeMap<(Table, i32), u64> = BTreeMap::new();
-    let mut count = |t: Table, d: i32, n: isize| {
-        if keep(t, d) {
-            *s.entry((t, d)).or_insert(0) += n.max(0) as u64;
+/// The order a batch stages partitions in: table by table (in the order of
+/// `tables`), in waves that
+/// hold at most one partition of each owner (each owner's largest first), so
+/// a worker holds one partition's rows at a time, not a whole table's, while
+/// every worker writes. The same on every worker given the same owners and
+/// sizes.
+pub fn waves(
+    tables: &[Table],
+    owners: &BTreeMap<(Table, i32), usize>,
+    sizes: &BTreeMap<(Table, i32), u64>,
+) -> Vec<(Table, Vec<i32>)> {
+    let mut waves = Vec::new();
+    for &table in tables {
+        let mut by_owner: BTreeMap<usize, Vec<(std::cmp::Reverse<u64>, i32)>> = BTreeMap::new();
+        for (&(t, d), &w) in owners.iter().filter(|((t, _), _)| *t == table) {
+            let n = sizes.get(&(t, d)).copied().unwrap_or(0);
+            by_owner.entry(w).or_default().push((std::cmp::Reverse(n), d));
         }
-    };
-    scan_before(&mut traces.user_daily, Time::MAX, |&(d, _), _, n| {
-        count(Table::UserDaily, d, n)
-    });
-    scan_before(&mut traces.user_track_daily, Time::MAX, |&(d, _), _, n| {
-        count(Table::UserTrackDaily, d, n)
-    });
-    scan_before(&mut traces.user_artist_daily, Time::MAX, |&(d, _), _, n| {
-        count(Table::UserArtistDaily, d, n)
-    });
-    scan_before(&mut traces.user_profile, Time::MAX, |_, (d, _), n| {
-        count(Table::UserProfile28d, *d, n)
-    });
-    scan_before(&mut traces.rejected, Time::MAX, |&d, _, n| {
-        count(Table::RejectedEvents, d, n)
-    });
+        by_owner.values_mut().for_each(|v| v.sort_unstable());
+        let rounds = by_owner.values().map(Vec::len).max().unwrap_or(0);
+        for r in 0..rounds {
+            let mut days: Vec<i32> = by_owner.values().filter_map(|v| v.get(r)).map(|p| p.1).collect();
+            days.sort_unstable();
+            waves.push((table, days));
+        }
+    }
+    waves
+}
+
+/// Rows per partition of this worker's share of `tables` (counted, not built).
+pub fn sizes(
+    traces: &mut SinkTraces,
+    tables: &[Table],
+    keep: &dyn Fn(Table, i32) -> bool,
+) -> BTreeMap<(Table, i32), u64> {
+    let mut s: BTreeMap<(Table, i32), u64> = BTreeMap::new();
+    for &t in tables {
+        let mut count = |d: i32, n: isize| {
+            if keep(t, d) {
+                *s.entry((t, d)).or_insert(0) += n.max(0) as u64;
+            }
+        };
+        match t {
+            Table::UserDaily => scan_before(&mut traces.user_daily, Time::MAX, |&(d, _), _, n| count(d, n)),
+            Table::UserTrackDaily => scan_before(&mut traces.user_track_daily, Time::MAX, |&(d, _), _, n| count(d, n)),
+            Table::UserArtistDaily => {
+                scan_before(&mut traces.user_artist_daily, Time::MAX, |&(d, _), _, n| count(d, n))
+            }
+            Table::UserProfile28d => scan_before(&mut traces.user_profile, Time::MAX, |_, (d, _), n| count(*d, n)),
+            Table::RejectedEvents => scan_before(&mut traces.rejected, Time::MAX, |&d, _, n| count(d, n)),
+            Table::LateEvents => {}
+        }
+    }
     s
 }
 
@@ -333,13 +406,28 @@ mod tests {
         /// than one partition's worth above another (a batch stages a table
         /// at a time: the table's slowest worker sets its time).
         #[test]
-        fn owners_spread_each_table(
+        fn owners_spread_each_table_and_waves_take_each_partition_once(
             sizes in proptest::collection::vec((0usize..3, 0i32..12, 1u64..1000), 1..40),
             peers in 1usize..5,
         ) {
             let tables = [Table::UserDaily, Table::UserTrackDaily, Table::UserArtistDaily];
             let entries: Vec<((Table, i32), u64)> = sizes.iter().map(|&(t, d, n)| ((tables[t], d), n)).collect();
             let owners = owners(entries.iter().copied(), peers);
+            let mut summed_sizes: BTreeMap<(Table, i32), u64> = BTreeMap::new();
+            for (k, n) in &entries {
+                *summed_sizes.entry(*k).or_insert(0) += n;
+            }
+            // Waves: every partition once, in its table's waves, at most one per owner a wave.
+            let mut seen = std::collections::BTreeSet::new();
+            for (t, days) in waves(&TRACED, &owners, &summed_sizes) {
+                let mut per_owner = std::collections::BTreeSet::new();
+                prop_assert!(days.windows(2).all(|w| w[0] < w[1]), "days ascending: {:?}", days);
+                for d in days {
+                    prop_assert!(seen.insert((t, d)), "{:?} staged twice", (t, d));
+                    prop_assert!(per_owner.insert(owners[&(t, d)]), "two partitions of one owner in a wave");
+                }
+            }
+            prop_assert_eq!(seen.len(), owners.len());
             prop_assert_eq!(&owners, &super::owners(entries.iter().rev().copied(), peers));
             let mut summed: BTreeMap<(Table, i32), u64> = BTreeMap::new();
             for (k, n) in &entries {

@@ -2,7 +2,7 @@
 //! strings byte-wise) -> one Parquet file (zstd, statistics, large row groups,
 //! sorting columns declared, bloom filter on `user_id`).
 
-use crate::dataflow::{ArtistRow, DailyRow, LateRow, ProfileRow, RejectRow, TopEntry, TrackRow};
+use crate::dataflow::{ArtistRow, DailyRow, LateRow, ProfIn, ProfileRow, RejectRow, TopEntry, TrackRow};
 use crate::intern::{Interner, Name};
 use crate::schema::Table;
 use anyhow::{Context, Result};
@@ -111,6 +111,17 @@ impl PartRows {
     }
 
     /// Appends another share of the same partition.
+    /// Calls `f` with the profile's input of every row (the three daily
+    /// tables; the others feed no profile).
+    pub fn profile_inputs(&self, day: i32, mut f: impl FnMut(Name, ProfIn)) {
+        match self {
+            PartRows::UserDaily(v) => v.iter().for_each(|(u, r)| f(*u, ProfIn::daily(day, r))),
+            PartRows::UserTrackDaily(v) => v.iter().for_each(|(u, r)| f(*u, ProfIn::track(day, r))),
+            PartRows::UserArtistDaily(v) => v.iter().for_each(|(u, r)| f(*u, ProfIn::artist(day, r))),
+            PartRows::UserProfile(_) | PartRows::Rejected(_) | PartRows::Late(_) => {}
+        }
+    }
+
     pub fn append(&mut self, other: PartRows) {
         match (self, other) {
             (PartRows::UserDaily(a), PartRows::UserDaily(b)) => a.extend(b),
