@@ -145,11 +145,17 @@ impl Ranks {
         let mut distinct: Vec<u32> = ids.map(|n| n.0).collect();
         distinct.sort_unstable();
         distinct.dedup();
-        let mut keyed: Vec<(&str, u32)> = distinct.into_iter().map(|i| (int.resolve(i), i)).collect();
-        keyed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let max = keyed.iter().map(|k| k.1).max().unwrap_or(0) as usize;
+        let mut keyed: Vec<(u64, &str, u32)> = distinct
+            .into_iter()
+            .map(|i| {
+                let s = int.resolve(i);
+                (prefix(s.as_bytes()), s, i)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes())));
+        let max = keyed.iter().map(|k| k.2).max().unwrap_or(0) as usize;
         let mut rank = vec![0u32; max + 1];
-        for (r, (_, i)) in keyed.into_iter().enumerate() {
+        for (r, (_, _, i)) in keyed.into_iter().enumerate() {
             rank[i as usize] = r as u32;
         }
         Ranks(rank)
@@ -157,6 +163,17 @@ impl Ranks {
     fn of(&self, id: Name) -> u32 {
         self.0[id.0 as usize]
     }
+}
+
+/// The first 8 bytes of `s`, zero-padded, as a big-endian number: ordering
+/// by it, then by the bytes, is byte-wise order (a shorter string pads with
+/// zeros, so it never orders after a string it is a prefix of), and most
+/// comparisons end at the number without reading the string.
+fn prefix(s: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = s.len().min(8);
+    b[..n].copy_from_slice(&s[..n]);
+    u64::from_be_bytes(b)
 }
 
 fn ratio(num: i64, den: i64) -> f64 {
@@ -230,7 +247,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
     let cols: Vec<ArrayRef> = match rows {
         PartRows::UserDaily(mut v) => {
             let users = Ranks::new(v.iter().map(|r| r.0), int);
-            v.sort_unstable_by_key(|r| users.of(r.0));
+            v.sort_by_cached_key(|r| users.of(r.0));
             let n = v.len();
             let mut hours = ListBuilder::new(Int64Builder::with_capacity(n * 24));
             for (_, r) in &v {
@@ -262,7 +279,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
         PartRows::UserTrackDaily(mut v) => {
             let users = Ranks::new(v.iter().map(|r| r.0), int);
             let tracks = Ranks::new(v.iter().map(|r| r.1.track), int);
-            v.sort_unstable_by_key(|r| (users.of(r.0), tracks.of(r.1.track)));
+            v.sort_by_cached_key(|r| (users.of(r.0), tracks.of(r.1.track)));
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
@@ -282,7 +299,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
         PartRows::UserArtistDaily(mut v) => {
             let users = Ranks::new(v.iter().map(|r| r.0), int);
             let artists = Ranks::new(v.iter().map(|r| r.1.artist), int);
-            v.sort_unstable_by_key(|r| (users.of(r.0), artists.of(r.1.artist)));
+            v.sort_by_cached_key(|r| (users.of(r.0), artists.of(r.1.artist)));
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
@@ -297,7 +314,7 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
         }
         PartRows::UserProfile(mut v) => {
             let users = Ranks::new(v.iter().map(|r| r.0), int);
-            v.sort_unstable_by_key(|r| users.of(r.0));
+            v.sort_by_cached_key(|r| users.of(r.0));
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
@@ -424,6 +441,23 @@ pub fn write_file(
 
 #[cfg(test)]
 mod tests {
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Ordering by the 8-byte prefix, then by the bytes, is byte-wise
+        /// order, zero bytes and prefixes of each other included.
+        #[test]
+        fn prefix_then_bytes_is_byte_order(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(b'a'), any::<u8>()], 0..12),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(b'a'), any::<u8>()], 0..12),
+        ) {
+            let by_prefix = prefix(&a).cmp(&prefix(&b)).then_with(|| a.cmp(&b));
+            prop_assert_eq!(by_prefix, a.cmp(&b));
+            let (short, long) = (&a[..a.len().min(3)], &a[..]);
+            prop_assert_eq!(prefix(short).cmp(&prefix(long)).then_with(|| short.cmp(long)), short.cmp(long));
+        }
+    }
     use super::*;
     use crate::dataflow::DailyRow;
 
