@@ -247,11 +247,13 @@ impl<'de> serde::de::Visitor<'de> for InternStored {
 }
 
 /// A concurrent interner: a sharded map finds a string's id, an append-only
-/// vector resolves an id without locks.
+/// vector resolves an id without locks. Strings of up to 22 bytes (most
+/// ids) sit inline in the map's entries and the vector's slots, so finding
+/// one compares bytes in the entry instead of following a pointer.
 #[derive(Default)]
 pub struct Rodeo {
-    ids: DashMap<Arc<str>, Id, RandomState>,
-    strings: boxcar::Vec<Arc<str>>,
+    ids: DashMap<NameStr, Id, RandomState>,
+    strings: boxcar::Vec<NameStr>,
 }
 
 impl Rodeo {
@@ -259,14 +261,14 @@ impl Rodeo {
         if let Some(id) = self.ids.get(s) {
             return *id;
         }
-        let key: Arc<str> = Arc::from(s);
+        let key = NameStr::new(s);
         *self.ids.entry(key.clone()).or_insert_with(|| {
             let i = self.strings.push(key);
             Id::try_from(i).expect("fewer than 2^32 distinct ids")
         })
     }
     pub fn resolve(&self, id: Id) -> &str {
-        &self.strings[id as usize]
+        self.strings[id as usize].as_str()
     }
     pub fn len(&self) -> usize {
         self.strings.count()
@@ -275,6 +277,58 @@ impl Rodeo {
         self.len() == 0
     }
 }
+
+/// A name's string: inline up to [`INLINE`] bytes, else shared on the heap
+/// (24 bytes either way).
+#[derive(Clone)]
+enum NameStr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Arc<str>),
+}
+
+const INLINE: usize = 22;
+
+impl NameStr {
+    fn new(s: &str) -> NameStr {
+        if s.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            NameStr::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            NameStr::Heap(Arc::from(s))
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            // SAFETY: the bytes were copied whole from a `&str` (`new`).
+            NameStr::Inline { len, bytes } => unsafe { std::str::from_utf8_unchecked(&bytes[..*len as usize]) },
+            NameStr::Heap(s) => s,
+        }
+    }
+}
+
+impl std::borrow::Borrow<str> for NameStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for NameStr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl PartialEq for NameStr {
+    fn eq(&self, other: &NameStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for NameStr {}
 
 fn new_rodeo() -> Rodeo {
     Rodeo::default()
@@ -553,6 +607,36 @@ impl EventIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names short and long, at and around the inline limit, multibyte
+    /// included, get one id each and resolve to themselves; a slot is 24 bytes.
+    #[test]
+    fn names_inline_and_on_the_heap_resolve_to_themselves() {
+        assert_eq!(std::mem::size_of::<NameStr>(), 24);
+        let r = Rodeo::default();
+        let names: Vec<String> = [
+            "",
+            "a",
+            "é",
+            "u1xyw71acej",
+            &"x".repeat(21),
+            &"x".repeat(22),
+            &"x".repeat(23),
+            &"é".repeat(12),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..1000).map(|i| format!("name-{i}-{}", "y".repeat(i % 30))))
+        .collect();
+        let ids: Vec<Id> = names.iter().map(|n| r.get_or_intern(n)).collect();
+        for (n, id) in names.iter().zip(&ids) {
+            assert_eq!(r.get_or_intern(n), *id, "{n}: a second id");
+            assert_eq!(r.resolve(*id), n);
+        }
+        let distinct: std::collections::HashSet<&Id> = ids.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        assert_eq!(r.len(), names.len());
+    }
 
     /// An event key crosses to another process as its stored form: the
     /// receiver (another interner, other ids) gets the same string, for
