@@ -299,6 +299,17 @@ pub fn write_report(out: &Store, report: &RunReport) -> Result<PathBuf> {
 }
 
 /// The run's day range: the given one, or first..last day with kept events.
+/// Kept listens per day, over every worker's tally.
+fn kept_days(tallies: &[Tally]) -> BTreeMap<i32, i64> {
+    let mut days = BTreeMap::new();
+    for t in tallies {
+        for (d, n) in &t.kept_days {
+            *days.entry(*d).or_insert(0) += n;
+        }
+    }
+    days
+}
+
 fn effective_range(given: Option<(i32, i32)>, kept_days: &BTreeMap<i32, i64>) -> Option<(i32, i32)> {
     given.or_else(|| {
         let mut days = kept_days.iter().filter(|(_, n)| **n > 0).map(|(d, _)| *d);
@@ -344,13 +355,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     let tallies = mail.tally.exchange(worker, &c.abort, 0, [mine])?;
     // Every worker is past its daily tables: no event id is read again.
     release_event_ids(&c.interner);
-    let mut kept_days = BTreeMap::new();
-    for t in &tallies {
-        for (d, n) in &t.kept_days {
-            *kept_days.entry(*d).or_insert(0) += n;
-        }
-    }
-    let range = effective_range(c.cfg.range, &kept_days);
+    let range = effective_range(c.cfg.range, &kept_days(&tallies));
 
     // The profile's dataflow: prior days and as-of markers now, this run's
     // daily rows as they are staged; its arrangement is built once the
@@ -366,6 +371,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     let mut stager = Stager {
         c,
         sources: &sources,
+        in_range: &in_range,
         read: tallies.iter().flat_map(|t| t.read.iter().cloned()).collect(),
         round: 1,
         t: 2,
@@ -378,7 +384,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
         Table::UserArtistDaily,
         Table::RejectedEvents,
     ];
-    let missing = stager.tables(worker, &mut mail, &mut h.traces, &daily, &in_range, missing, |b| {
+    let missing = stager.tables(worker, &mut mail, &mut h.traces, &daily, missing, |b| {
         for ((_, day), rows) in b {
             rows.profile_inputs(*day, |u, r| p.prior.update((u, r), 1));
         }
@@ -388,7 +394,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     log_phase(index, t0, "profile computed", &c.interner);
     h.traces.user_profile = Some(p.trace);
     let profile = [Table::UserProfile28d];
-    stager.tables(worker, &mut mail, &mut h.traces, &profile, &in_range, vec![], |_| {})?;
+    stager.tables(worker, &mut mail, &mut h.traces, &profile, vec![], |_| {})?;
     log_phase(index, t0, "partitions staged", &c.interner);
     let staged = stager.staged;
     let staged = mail.staged.exchange(worker, &c.abort, 0, staged)?;
@@ -747,6 +753,8 @@ fn feed_prior(
 struct Stager<'a> {
     c: &'a Ctx,
     sources: &'a [Name],
+    /// The partitions of the run (the range; rejects of any day).
+    in_range: &'a dyn Fn(Table, i32) -> bool,
     read: Vec<ReadRange>,
     /// The next time of the shares mailbox, and of the rows mailbox.
     round: dataflow::Time,
@@ -760,19 +768,17 @@ impl Stager<'_> {
     /// from which every worker computes the same owners and waves; `each`
     /// sees this worker's share of each wave first. Returns every worker's
     /// missing days, sorted.
-    #[allow(clippy::too_many_arguments)]
     fn tables(
         &mut self,
         worker: &mut timely::worker::Worker,
         mail: &mut Mail,
         traces: &mut dataflow::SinkTraces,
         tables: &[Table],
-        in_range: &dyn Fn(Table, i32) -> bool,
         missing: Vec<i32>,
         mut each: impl FnMut(&sink::Buckets),
     ) -> Result<Vec<i32>> {
         let (c, peers) = (self.c, worker.peers());
-        let sizes = sink::sizes(traces, tables, in_range).into_iter().collect();
+        let sizes = sink::sizes(traces, tables, self.in_range).into_iter().collect();
         let shares = mail
             .shares
             .exchange(worker, &c.abort, self.round, [Shares { sizes, missing }])?;
