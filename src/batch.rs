@@ -298,7 +298,6 @@ pub fn write_report(out: &Store, report: &RunReport) -> Result<PathBuf> {
     Ok(PathBuf::from(format!("{}/{key}", out.describe().trim_end_matches('/'))))
 }
 
-/// The run's day range: the given one, or first..last day with kept events.
 /// Kept listens per day, over every worker's tally.
 fn kept_days(tallies: &[Tally]) -> BTreeMap<i32, i64> {
     let mut days = BTreeMap::new();
@@ -310,6 +309,7 @@ fn kept_days(tallies: &[Tally]) -> BTreeMap<i32, i64> {
     days
 }
 
+/// The run's day range: the given one, or first..last day with kept events.
 fn effective_range(given: Option<(i32, i32)>, kept_days: &BTreeMap<i32, i64>) -> Option<(i32, i32)> {
     given.or_else(|| {
         let mut days = kept_days.iter().filter(|(_, n)| **n > 0).map(|(d, _)| *d);
@@ -783,13 +783,9 @@ impl Stager<'_> {
             .shares
             .exchange(worker, &c.abort, self.round, [Shares { sizes, missing }])?;
         self.round += 1;
-        let all_sizes = || shares.iter().flat_map(|s| s.sizes.iter().copied());
-        let owners = sink::owners(all_sizes(), peers);
-        let mut summed = BTreeMap::new();
-        for (k, n) in all_sizes() {
-            *summed.entry(k).or_insert(0) += n;
-        }
-        let mut waves = sink::waves(tables, &owners, &summed).into_iter().peekable();
+        let total = sink::summed(shares.iter().flat_map(|s| s.sizes.iter().copied()));
+        let owners = sink::owners(&total, peers);
+        let mut waves = sink::waves(tables, &owners, &total).into_iter().peekable();
         for &table in tables {
             while let Some((_, days)) = waves.next_if(|w| w.0 == table) {
                 let keep = |tb: Table, d: i32| tb == table && days.binary_search(&d).is_ok();

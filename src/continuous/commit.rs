@@ -149,7 +149,7 @@ pub(super) fn commit(
     };
     let sizes: Vec<((Table, i32), u64)> = shares.iter().map(|(k, r)| (*k, r.len() as u64)).collect();
     let all_sizes = mail.sizes.exchange(worker, &c.abort, b, [sizes])?;
-    let owners = sink::owners(all_sizes.into_iter().flatten(), peers);
+    let owners = sink::owners(&sink::summed(all_sizes.into_iter().flatten()), peers);
     let parts = sink::to_owners(&mut mail.rows, worker, &c.abort, b, shares, &owners)?;
     error::inject("staging", index, peers)?;
     let staged = stage(c, parts, &staging)?;

@@ -560,13 +560,12 @@ pub fn build_profile(
 ) -> Profile {
     use timely::dataflow::operators::Probe;
     worker.dataflow::<Time, _, _>(|scope| {
-        let (prior_in, prior) = scope.new_collection::<(Name, ProfIn), Diff>();
+        let (prior_in, mut prior) = scope.new_collection::<(Name, ProfIn), Diff>();
         let (seen_in, seen) = scope.new_collection::<i32, Diff>();
         let (fin_in, fin) = scope.new_collection::<i32, Diff>();
         let as_of = as_of_days(seen, fin);
 
         // The profile's inputs: this run's daily rows, prior days' rows, as-of markers.
-        let mut prior = prior;
         if let Some(traces) = daily {
             let traced = "the daily tables' traces are held until the profile is built";
             let imported = [

@@ -45,33 +45,54 @@ impl Staged {
     }
 }
 
-/// Calls `f(key, val, count)` for every row of `trace`, counting only
-/// updates at times before `before`: the contents as of that time, even when
-/// later updates are already in the trace.
-pub fn scan_before<K, V>(
-    trace: &mut Option<TraceAgent<ValSpine<K, V, Time, Diff>>>,
-    before: Time,
-    f: impl FnMut(&K, &V, isize),
-) where
-    K: Ord + Clone + 'static,
-    V: Ord + Clone + 'static,
-{
-    scan(trace, before, None, f)
+/// The key of a sink trace, and where one day's keys start: the daily
+/// tables' and rejects' keys begin with their day, the profile's (a user)
+/// do not.
+pub trait SinkKey: Ord + Clone + 'static {
+    /// The first possible key of `day` (None: keys do not begin with a day).
+    fn first_of(day: i32) -> Option<Self>;
+    /// The day a key begins with.
+    fn day(&self) -> Option<i32>;
 }
 
-/// Seeks for a scan over some days' keys: the days (ascending), the first
-/// possible key of a day, the day of a key.
-type DaySeek<'a, K> = Option<(&'a [i32], fn(i32) -> K, fn(&K) -> i32)>;
+impl SinkKey for (i32, Name) {
+    fn first_of(day: i32) -> Option<Self> {
+        Some((day, Name(0)))
+    }
+    fn day(&self) -> Option<i32> {
+        Some(self.0)
+    }
+}
 
-fn scan<K, V>(
+impl SinkKey for i32 {
+    fn first_of(day: i32) -> Option<Self> {
+        Some(day)
+    }
+    fn day(&self) -> Option<i32> {
+        Some(*self)
+    }
+}
+
+impl SinkKey for Name {
+    fn first_of(_: i32) -> Option<Self> {
+        None
+    }
+    fn day(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// Calls `f(key, val, count)` for every row of `trace`, counting only
+/// updates at times before `before`: the contents as of that time, even when
+/// later updates are already in the trace. With `days` (ascending), a trace
+/// whose keys begin with their day is read by seeking to those days' keys
+/// only; any other is read whole.
+pub fn scan<K: SinkKey, V: Ord + Clone + 'static>(
     trace: &mut Option<TraceAgent<ValSpine<K, V, Time, Diff>>>,
     before: Time,
-    days: DaySeek<'_, K>,
+    days: Option<&[i32]>,
     mut f: impl FnMut(&K, &V, isize),
-) where
-    K: Ord + Clone + 'static,
-    V: Ord + Clone + 'static,
-{
+) {
     let trace = trace.as_mut().expect("a released trace is not read again");
     let Some(batches) = trace.batches_through(Antichain::<Time>::new().borrow()) else {
         return;
@@ -79,19 +100,17 @@ fn scan<K, V>(
     let (mut cursor, storage) = cursor_list(batches);
     // Runs of keys: every key, or the keys of each day.
     let runs: Vec<Option<i32>> = match days {
-        None => vec![None],
-        Some((ds, _, _)) => ds.iter().map(|d| Some(*d)).collect(),
+        Some(ds) if K::first_of(0).is_some() => ds.iter().map(|d| Some(*d)).collect(),
+        _ => vec![None],
     };
     for run in runs {
-        if let (Some(d), Some((_, first, _))) = (run, days) {
-            cursor.seek_key(&storage, &first(d));
+        if let Some(first) = run.and_then(K::first_of) {
+            cursor.seek_key(&storage, &first);
         }
         while cursor.key_valid(&storage) {
             let k = cursor.key(&storage);
-            if let (Some(d), Some((_, _, day))) = (run, days) {
-                if day(k) != d {
-                    break;
-                }
+            if run.is_some() && k.day() != run {
+                break;
             }
             while cursor.val_valid(&storage) {
                 let mut n: isize = 0;
@@ -156,8 +175,7 @@ fn add<R: Clone>(
 
 /// This worker's share of the partitions of one table, as of `before`.
 /// `days` (ascending), when given, holds every day `keep` accepts: the scan
-/// seeks to them instead of reading every key (the profile, keyed by user,
-/// is read whole).
+/// seeks to them instead of reading every key ([`scan`]).
 pub fn collect_table(
     traces: &mut SinkTraces,
     table: Table,
@@ -165,17 +183,9 @@ pub fn collect_table(
     before: Time,
     days: Option<&[i32]>,
 ) -> Buckets {
-    let by_day = days.map(|d| {
-        (
-            d,
-            (|d| (d, Name(0))) as fn(i32) -> (i32, Name),
-            (|k: &(i32, Name)| k.0) as fn(&_) -> i32,
-        )
-    });
-    let rejected_by_day = days.map(|d| (d, (|d| d) as fn(i32) -> i32, (|k: &i32| *k) as fn(&_) -> i32));
     let mut b: Buckets = HashMap::new();
     match table {
-        Table::UserDaily => scan(&mut traces.user_daily, before, by_day, |&(d, u), r, n| {
+        Table::UserDaily => scan(&mut traces.user_daily, before, days, |&(d, u), r, n| {
             if keep(table, d) {
                 add(
                     &mut b,
@@ -190,7 +200,7 @@ pub fn collect_table(
                 );
             }
         }),
-        Table::UserTrackDaily => scan(&mut traces.user_track_daily, before, by_day, |&(d, u), r, n| {
+        Table::UserTrackDaily => scan(&mut traces.user_track_daily, before, days, |&(d, u), r, n| {
             if keep(table, d) {
                 add(
                     &mut b,
@@ -205,7 +215,7 @@ pub fn collect_table(
                 );
             }
         }),
-        Table::UserArtistDaily => scan(&mut traces.user_artist_daily, before, by_day, |&(d, u), r, n| {
+        Table::UserArtistDaily => scan(&mut traces.user_artist_daily, before, days, |&(d, u), r, n| {
             if keep(table, d) {
                 add(
                     &mut b,
@@ -220,7 +230,7 @@ pub fn collect_table(
                 );
             }
         }),
-        Table::UserProfile28d => scan_before(&mut traces.user_profile, before, |&u, (d, r), n| {
+        Table::UserProfile28d => scan(&mut traces.user_profile, before, days, |&u, (d, r), n| {
             if keep(table, *d) {
                 add(
                     &mut b,
@@ -235,7 +245,7 @@ pub fn collect_table(
                 );
             }
         }),
-        Table::RejectedEvents => scan(&mut traces.rejected, before, rejected_by_day, |&d, r, n| {
+        Table::RejectedEvents => scan(&mut traces.rejected, before, days, |&d, r, n| {
             if keep(table, d) {
                 add(&mut b, (table, d), r, n, PartRows::Rejected, |p| match p {
                     PartRows::Rejected(v) => v,
@@ -248,18 +258,23 @@ pub fn collect_table(
     b
 }
 
-/// One owner per partition, the same on every worker given the same shares:
-/// partitions largest first (every worker's share sizes summed), each to
+/// Rows per partition over every worker's shares.
+pub fn summed(sizes: impl IntoIterator<Item = ((Table, i32), u64)>) -> BTreeMap<(Table, i32), u64> {
+    let mut sum = BTreeMap::new();
+    for (k, n) in sizes {
+        *sum.entry(k).or_insert(0) += n;
+    }
+    sum
+}
+
+/// One owner per partition, the same on every worker given the same sizes
+/// ([`summed`]): partitions largest first, each to
 /// the worker with the fewest rows of that table so far (then the fewest
 /// rows in all), so every table's days spread evenly over the workers: a
 /// batch stages one table at a time, and a table whose big days landed on
 /// one worker would keep the others waiting.
-pub fn owners(sizes: impl Iterator<Item = ((Table, i32), u64)>, peers: usize) -> BTreeMap<(Table, i32), usize> {
-    let mut size: BTreeMap<(Table, i32), u64> = BTreeMap::new();
-    for (k, n) in sizes {
-        *size.entry(k).or_insert(0) += n;
-    }
-    let mut order: Vec<((Table, i32), u64)> = size.into_iter().collect();
+pub fn owners(sizes: &BTreeMap<(Table, i32), u64>, peers: usize) -> BTreeMap<(Table, i32), usize> {
+    let mut order: Vec<((Table, i32), u64)> = sizes.iter().map(|(k, n)| (*k, *n)).collect();
     order.sort_by_key(|(k, n)| (std::cmp::Reverse(*n), *k));
     let peers = peers.max(1);
     let mut total = vec![0u64; peers];
@@ -319,13 +334,15 @@ pub fn sizes(
             }
         };
         match t {
-            Table::UserDaily => scan_before(&mut traces.user_daily, Time::MAX, |&(d, _), _, n| count(d, n)),
-            Table::UserTrackDaily => scan_before(&mut traces.user_track_daily, Time::MAX, |&(d, _), _, n| count(d, n)),
-            Table::UserArtistDaily => {
-                scan_before(&mut traces.user_artist_daily, Time::MAX, |&(d, _), _, n| count(d, n))
-            }
-            Table::UserProfile28d => scan_before(&mut traces.user_profile, Time::MAX, |_, (d, _), n| count(*d, n)),
-            Table::RejectedEvents => scan_before(&mut traces.rejected, Time::MAX, |&d, _, n| count(d, n)),
+            Table::UserDaily => scan(&mut traces.user_daily, Time::MAX, None, |&(d, _), _, n| count(d, n)),
+            Table::UserTrackDaily => scan(&mut traces.user_track_daily, Time::MAX, None, |&(d, _), _, n| {
+                count(d, n)
+            }),
+            Table::UserArtistDaily => scan(&mut traces.user_artist_daily, Time::MAX, None, |&(d, _), _, n| {
+                count(d, n)
+            }),
+            Table::UserProfile28d => scan(&mut traces.user_profile, Time::MAX, None, |_, (d, _), n| count(*d, n)),
+            Table::RejectedEvents => scan(&mut traces.rejected, Time::MAX, None, |&d, _, n| count(d, n)),
             Table::LateEvents => {}
         }
     }
@@ -412,14 +429,15 @@ mod tests {
         ) {
             let tables = [Table::UserDaily, Table::UserTrackDaily, Table::UserArtistDaily];
             let entries: Vec<((Table, i32), u64)> = sizes.iter().map(|&(t, d, n)| ((tables[t], d), n)).collect();
-            let owners = owners(entries.iter().copied(), peers);
-            let mut summed_sizes: BTreeMap<(Table, i32), u64> = BTreeMap::new();
+            let mut summed: BTreeMap<(Table, i32), u64> = BTreeMap::new();
             for (k, n) in &entries {
-                *summed_sizes.entry(*k).or_insert(0) += n;
+                *summed.entry(*k).or_insert(0) += n;
             }
+            prop_assert_eq!(&super::summed(entries.iter().rev().copied()), &summed);
+            let owners = owners(&super::summed(entries.iter().copied()), peers);
             // Waves: every partition once, in its table's waves, at most one per owner a wave.
             let mut seen = std::collections::BTreeSet::new();
-            for (t, days) in waves(&TRACED, &owners, &summed_sizes) {
+            for (t, days) in waves(&TRACED, &owners, &summed) {
                 let mut per_owner = std::collections::BTreeSet::new();
                 prop_assert!(days.windows(2).all(|w| w[0] < w[1]), "days ascending: {:?}", days);
                 for d in days {
@@ -428,11 +446,6 @@ mod tests {
                 }
             }
             prop_assert_eq!(seen.len(), owners.len());
-            prop_assert_eq!(&owners, &super::owners(entries.iter().rev().copied(), peers));
-            let mut summed: BTreeMap<(Table, i32), u64> = BTreeMap::new();
-            for (k, n) in &entries {
-                *summed.entry(*k).or_insert(0) += n;
-            }
             for t in tables {
                 let mut load = vec![0u64; peers];
                 let mut largest = 0;

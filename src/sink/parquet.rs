@@ -110,7 +110,6 @@ impl PartRows {
         }
     }
 
-    /// Appends another share of the same partition.
     /// Calls `f` with the profile's input of every row (the three daily
     /// tables; the others feed no profile).
     pub fn profile_inputs(&self, day: i32, mut f: impl FnMut(Name, ProfIn)) {
@@ -122,6 +121,7 @@ impl PartRows {
         }
     }
 
+    /// Appends another share of the same partition.
     pub fn append(&mut self, other: PartRows) {
         match (self, other) {
             (PartRows::UserDaily(a), PartRows::UserDaily(b)) => a.extend(b),
@@ -441,7 +441,8 @@ pub fn write_file(
 
 #[cfg(test)]
 mod tests {
-
+    use super::*;
+    use crate::dataflow::DailyRow;
     use proptest::prelude::*;
 
     proptest! {
@@ -458,8 +459,6 @@ mod tests {
             prop_assert_eq!(prefix(short).cmp(&prefix(long)).then_with(|| short.cmp(long)), short.cmp(long));
         }
     }
-    use super::*;
-    use crate::dataflow::DailyRow;
 
     #[test]
     fn pieces_keep_every_row_once_and_stay_small() {

@@ -3,23 +3,15 @@
 //! hostfile of free ports, the same command line with `-- -n N -p I -h
 //! HOSTFILE` after it.
 
-use super::tansu::free_port;
+use super::tansu::{free_port, free_ports};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A hostfile of `n` free loopback ports in `dir`, all different (each is
-/// held until all are chosen, so the kernel cannot hand one out twice).
+/// A hostfile of `n` free loopback ports in `dir`, all different.
 pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join(format!("hosts-{}", free_port()));
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let hosts: Vec<String> = held
-        .iter()
-        .map(|l| format!("127.0.0.1:{}", l.local_addr().unwrap().port()))
-        .collect();
-    drop(held);
+    let hosts: Vec<String> = free_ports(n).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
     std::fs::write(&path, hosts.join("\n") + "\n").unwrap();
     path
 }
