@@ -386,7 +386,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
 }
 
 /// Writer settings: zstd, page statistics, row groups of up to 1M rows, the
-/// key declared as sorting columns, a bloom filter on `user_id` where present.
+/// key declared as sorting columns, a bloom filter on `user_id` where present,
+/// no dictionary for columns whose values rarely repeat.
 pub fn writer_properties(table: Table) -> WriterProperties {
     let schema = table.schema();
     let def = table.def();
@@ -409,7 +410,19 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     if schema.index_of("user_id").is_ok() {
         props = props.set_column_bloom_filter_enabled(ColumnPath::from("user_id"), true);
     }
+    for f in schema.fields().iter().filter(|f| mostly_distinct(f)) {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+    }
     props.build()
+}
+
+/// Columns whose values rarely repeat within a partition (times, ratios,
+/// milliseconds played, event ids): a dictionary only costs time there, as
+/// the writer builds it, finds it too large and falls back to plain. Plain
+/// encoding (readable by every Parquet reader) then compresses better too.
+fn mostly_distinct(f: &Field) -> bool {
+    matches!(f.data_type(), DataType::Float64 | DataType::Timestamp(..))
+        || matches!(f.name().as_str(), "ms_played" | "event_id")
 }
 
 /// Footer key of a `user_daily` file: its kept events (the sum of `listens`).
