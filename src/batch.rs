@@ -791,7 +791,7 @@ impl Stager<'_> {
                 let keep = |tb: Table, d: i32| tb == table && days.binary_search(&d).is_ok();
                 let buckets = sink::collect_table(traces, table, &keep, dataflow::Time::MAX, Some(&days));
                 each(&buckets);
-                let parts = sink::to_owners(&mut mail.rows, worker, &c.abort, self.t, buckets, &owners)?;
+                let parts = sink::to_owners(&mut mail.rows, worker, &c.abort, self.t, buckets, &owners, &total)?;
                 self.t += 1;
                 self.staged.extend(stage_owned(c, parts, self.sources, &self.read)?);
             }

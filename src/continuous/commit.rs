@@ -149,8 +149,9 @@ pub(super) fn commit(
     };
     let sizes: Vec<((Table, i32), u64)> = shares.iter().map(|(k, r)| (*k, r.len() as u64)).collect();
     let all_sizes = mail.sizes.exchange(worker, &c.abort, b, [sizes])?;
-    let owners = sink::owners(&sink::summed(all_sizes.into_iter().flatten()), peers);
-    let parts = sink::to_owners(&mut mail.rows, worker, &c.abort, b, shares, &owners)?;
+    let total = sink::summed(all_sizes.into_iter().flatten());
+    let owners = sink::owners(&total, peers);
+    let parts = sink::to_owners(&mut mail.rows, worker, &c.abort, b, shares, &owners, &total)?;
     error::inject("staging", index, peers)?;
     let staged = stage(c, parts, &staging)?;
     if !staged.is_empty() {

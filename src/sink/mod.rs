@@ -130,7 +130,7 @@ pub fn scan<K: SinkKey, V: Ord + Clone + 'static>(
 }
 
 /// Partitions gathered by one worker: (table, day) -> its share of the rows.
-pub type Buckets = HashMap<(Table, i32), PartRows>;
+pub type Buckets = HashMap<(Table, i32), PartRows, ahash::RandomState>;
 
 fn push_n<T: Clone>(v: &mut Vec<T>, x: &T, n: isize) {
     for _ in 0..n.max(0) {
@@ -154,7 +154,7 @@ pub const TRACED: [Table; 5] = [
 
 /// As `collect`, as of the time `before`.
 pub fn collect_before(traces: &mut SinkTraces, keep: &dyn Fn(Table, i32) -> bool, before: Time) -> Buckets {
-    let mut b: Buckets = HashMap::new();
+    let mut b = Buckets::default();
     for t in TRACED {
         b.extend(collect_table(traces, t, keep, before, None));
     }
@@ -183,7 +183,7 @@ pub fn collect_table(
     before: Time,
     days: Option<&[i32]>,
 ) -> Buckets {
-    let mut b: Buckets = HashMap::new();
+    let mut b = Buckets::default();
     match table {
         Table::UserDaily => scan(&mut traces.user_daily, before, days, |&(d, u), r, n| {
             if keep(table, d) {
@@ -394,6 +394,7 @@ pub fn to_owners(
     t: Time,
     shares: impl IntoIterator<Item = ((Table, i32), PartRows)>,
     owners: &BTreeMap<(Table, i32), usize>,
+    sizes: &BTreeMap<(Table, i32), u64>,
 ) -> Result<BTreeMap<(Table, i32), PartRows>> {
     let sent = shares.into_iter().flat_map(|(k, rows)| {
         let owner = owners[&k] as u64;
@@ -405,7 +406,12 @@ pub fn to_owners(
         match parts.get_mut(&k) {
             Some(p) => p.append(rows),
             None => {
-                parts.insert(k, rows);
+                // Room for every share at once: no vector regrows (a copy
+                // of the rows so far, and twice their memory meanwhile).
+                let mut all = PartRows::empty(k.0);
+                all.reserve(sizes.get(&k).map_or(0, |n| *n as usize));
+                all.append(rows);
+                parts.insert(k, all);
             }
         }
     }

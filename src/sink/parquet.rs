@@ -121,6 +121,18 @@ impl PartRows {
         }
     }
 
+    /// Makes room for `n` more rows.
+    pub fn reserve(&mut self, n: usize) {
+        match self {
+            PartRows::UserDaily(v) => v.reserve(n),
+            PartRows::UserTrackDaily(v) => v.reserve(n),
+            PartRows::UserArtistDaily(v) => v.reserve(n),
+            PartRows::UserProfile(v) => v.reserve(n),
+            PartRows::Rejected(v) => v.reserve(n),
+            PartRows::Late(v) => v.reserve(n),
+        }
+    }
+
     /// Appends another share of the same partition.
     pub fn append(&mut self, other: PartRows) {
         match (self, other) {
