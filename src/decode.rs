@@ -6,7 +6,7 @@
 //! `too_large`, `invalid_json`, then field 1..11: `missing_field:`, `wrong_type:`,
 //! `out_of_range:`. Never panics, whatever the bytes.
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -220,9 +220,9 @@ impl<'de, 's> Visitor<'de> for TopLevel<'s, 'de> {
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         let mut seen: u16 = 0;
-        let mut others: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match FIELDS.iter().position(|f| *f == key) {
+        let mut others: Vec<Key<'de>> = Vec::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match FIELDS.iter().position(|f| *f == key.0) {
                 Some(i) => {
                     if seen & (1 << i) != 0 {
                         return Err(de::Error::custom("duplicated key"));
@@ -323,6 +323,32 @@ impl<'de> Visitor<'de> for SlotSeed {
     }
 }
 
+/// An object key, borrowed from the input unless it holds escapes (serde's
+/// own `Cow<str>` always copies: an allocation per key of every record).
+#[derive(PartialEq)]
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+}
+
 /// Skips any JSON value, failing on a duplicated key in any nested object.
 /// Nesting depth is bounded by serde_json's recursion limit (128).
 struct Checked;
@@ -362,8 +388,8 @@ impl<'de> Visitor<'de> for Checked {
         Ok(())
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        let mut keys: Vec<Key<'de>> = Vec::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
             if keys.contains(&key) {
                 return Err(de::Error::custom("duplicated key"));
             }
