@@ -350,19 +350,19 @@ pub fn sizes(
 }
 
 /// Writes one partition's rows into `staging/<table>/dt=<day>/part-00000.parquet`.
-pub fn stage_partition(staging: &Staging, day: i32, rows: PartRows, int: &Interner) -> Result<Staged> {
+pub fn stage_partition(staging: &Staging, day: i32, mut rows: PartRows, int: &Interner) -> Result<Staged> {
     let table = rows.table();
-    let n = rows.len();
     let t = std::time::Instant::now();
-    let batch = self::parquet::to_batch(rows, day, int)?;
-    let built = t.elapsed().as_secs_f64();
-    let (file, bytes) = self::parquet::write_file(staging.writer(table, day)?, table, &batch)?;
+    self::parquet::sort(&mut rows, int);
+    let n = rows.len();
+    let sorted = t.elapsed().as_secs_f64();
+    let (file, bytes) = self::parquet::write_file(staging.writer(table, day)?, &rows, day, int)?;
     tracing::debug!(
         table = table.name(),
         day,
         rows = n,
-        built,
-        written = t.elapsed().as_secs_f64() - built,
+        sorted,
+        written = t.elapsed().as_secs_f64() - sorted,
         "partition staged"
     );
     Ok(Staged {

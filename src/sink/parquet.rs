@@ -253,16 +253,51 @@ fn top_list<'a>(id_name: &str, lists: impl ExactSizeIterator<Item = &'a [TopEntr
     ))
 }
 
-/// Builds the record batch of one partition, rows sorted by the table key.
-pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch> {
-    let table = rows.table();
-    let cols: Vec<ArrayRef> = match rows {
-        PartRows::UserDaily(mut v) => {
+/// Sorts a partition's rows by the table key (strings byte-wise); late
+/// rows are first merged to one per event id.
+pub fn sort(rows: &mut PartRows, int: &Interner) {
+    match rows {
+        PartRows::UserDaily(v) => {
             let users = Ranks::new(v.iter().map(|r| r.0), int);
             v.sort_by_cached_key(|r| users.of(r.0));
+        }
+        PartRows::UserTrackDaily(v) => {
+            let users = Ranks::new(v.iter().map(|r| r.0), int);
+            let tracks = Ranks::new(v.iter().map(|r| r.1.track), int);
+            v.sort_by_cached_key(|r| (users.of(r.0), tracks.of(r.1.track)));
+        }
+        PartRows::UserArtistDaily(v) => {
+            let users = Ranks::new(v.iter().map(|r| r.0), int);
+            let artists = Ranks::new(v.iter().map(|r| r.1.artist), int);
+            v.sort_by_cached_key(|r| (users.of(r.0), artists.of(r.1.artist)));
+        }
+        PartRows::UserProfile(v) => {
+            let users = Ranks::new(v.iter().map(|r| r.0), int);
+            v.sort_by_cached_key(|r| users.of(r.0));
+        }
+        PartRows::Rejected(v) => v.sort_unstable_by(|a, b| {
+            (int.resolve(a.source.0).as_bytes(), a.partition, a.offset).cmp(&(
+                int.resolve(b.source.0).as_bytes(),
+                b.partition,
+                b.offset,
+            ))
+        }),
+        PartRows::Late(v) => {
+            LateRow::merge(v);
+            v.sort_unstable_by(|a, b| a.event_id.as_bytes().cmp(b.event_id.as_bytes()));
+        }
+    }
+}
+
+/// The record batch of the rows `range` of a sorted partition ([`sort`]).
+pub fn to_batch(rows: &PartRows, range: std::ops::Range<usize>, day: i32, int: &Interner) -> Result<RecordBatch> {
+    let table = rows.table();
+    let cols: Vec<ArrayRef> = match rows {
+        PartRows::UserDaily(v) => {
+            let v = &v[range];
             let n = v.len();
             let mut hours = ListBuilder::new(Int64Builder::with_capacity(n * 24));
-            for (_, r) in &v {
+            for (_, r) in v {
                 hours.values().append_values(&r.by_hour.map(i64::from), &[true; 24]);
                 hours.append(true);
             }
@@ -288,10 +323,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 i64s(v.iter().map(|(_, r)| r.top_artist_listens)),
             ]
         }
-        PartRows::UserTrackDaily(mut v) => {
-            let users = Ranks::new(v.iter().map(|r| r.0), int);
-            let tracks = Ranks::new(v.iter().map(|r| r.1.track), int);
-            v.sort_by_cached_key(|r| (users.of(r.0), tracks.of(r.1.track)));
+        PartRows::UserTrackDaily(v) => {
+            let v = &v[range];
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
@@ -308,10 +341,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 ts_array(v.iter().map(|(_, r)| r.last_ts(day))),
             ]
         }
-        PartRows::UserArtistDaily(mut v) => {
-            let users = Ranks::new(v.iter().map(|r| r.0), int);
-            let artists = Ranks::new(v.iter().map(|r| r.1.artist), int);
-            v.sort_by_cached_key(|r| (users.of(r.0), artists.of(r.1.artist)));
+        PartRows::UserArtistDaily(v) => {
+            let v = &v[range];
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
@@ -324,9 +355,8 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 i64s(v.iter().map(|(_, r)| r.distinct_tracks.into())),
             ]
         }
-        PartRows::UserProfile(mut v) => {
-            let users = Ranks::new(v.iter().map(|r| r.0), int);
-            v.sort_by_cached_key(|r| users.of(r.0));
+        PartRows::UserProfile(v) => {
+            let v = &v[range];
             let n = v.len();
             vec![
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
@@ -343,18 +373,12 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 top_list("track_id", v.iter().map(|(_, r)| &r.top_tracks[..]), int),
             ]
         }
-        PartRows::Rejected(mut v) => {
-            v.sort_unstable_by(|a, b| {
-                (int.resolve(a.source.0).as_bytes(), a.partition, a.offset).cmp(&(
-                    int.resolve(b.source.0).as_bytes(),
-                    b.partition,
-                    b.offset,
-                ))
-            });
+        PartRows::Rejected(v) => {
+            let v = &v[range];
             let mut part = Int32Builder::with_capacity(v.len());
             let mut mts = TimestampMillisecondBuilder::with_capacity(v.len()).with_timezone("UTC");
             let mut raw = BinaryBuilder::new();
-            for r in &v {
+            for r in v {
                 part.append_value(r.partition);
                 mts.append_option(r.message_ts);
                 raw.append_value(&r.raw);
@@ -368,14 +392,13 @@ pub fn to_batch(rows: PartRows, day: i32, int: &Interner) -> Result<RecordBatch>
                 Arc::new(raw.finish()),
             ]
         }
-        PartRows::Late(mut v) => {
-            LateRow::merge(&mut v);
-            v.sort_unstable_by(|a, b| a.event_id.as_bytes().cmp(b.event_id.as_bytes()));
+        PartRows::Late(v) => {
+            let v = &v[range];
             let opt = |f: fn(&LateRow) -> &Option<String>| -> ArrayRef {
                 Arc::new(StringArray::from_iter(v.iter().map(|r| f(r).as_deref())))
             };
             let mut mts = TimestampMillisecondBuilder::with_capacity(v.len()).with_timezone("UTC");
-            for r in &v {
+            for r in v {
                 mts.append_option(r.message_ts);
             }
             vec![
@@ -440,22 +463,38 @@ fn mostly_distinct(f: &Field) -> bool {
 /// Footer key of a `user_daily` file: its kept events (the sum of `listens`).
 pub const KEPT_EVENTS_KEY: &str = "skipflow.kept_events";
 
-/// Writes `batch` through `out` (a staged file or upload), complete once this returns.
+/// Rows per record batch while a partition is written: the writer still
+/// makes row groups of up to 1M rows, but the Arrow columns of a large
+/// partition (38 MB for 347,000 `user_track_daily` rows) are never all in
+/// memory at once.
+const BATCH_ROWS: usize = 1 << 16;
+
+/// Writes a sorted partition ([`sort`]) through `out` (a staged file or
+/// upload), a slice of rows at a time; complete once this returns.
 pub fn write_file(
     out: crate::store::PartWriter,
-    table: Table,
-    batch: &RecordBatch,
+    rows: &PartRows,
+    day: i32,
+    int: &Interner,
 ) -> Result<(crate::store::StagedFile, u64)> {
+    let table = rows.table();
     let mut w = ArrowWriter::try_new(out, table.schema(), Some(writer_properties(table)))?;
-    w.write(batch)
-        .with_context(|| format!("writing a {} partition", table.name()))?;
-    if table == Table::UserDaily {
+    let n = rows.len();
+    let mut start = 0;
+    loop {
+        let end = n.min(start + BATCH_ROWS);
+        let batch = to_batch(rows, start..end, day, int)?;
+        w.write(&batch)
+            .with_context(|| format!("writing a {} partition", table.name()))?;
+        start = end;
+        if start == n {
+            break;
+        }
+    }
+    if let PartRows::UserDaily(v) = rows {
         // The day's kept events in the footer: quality gates read baselines
         // from footers alone.
-        let listens = batch
-            .column_by_name("listens")
-            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Int64Array>())
-            .map_or(0, |a| a.iter().flatten().sum::<i64>());
+        let listens: i64 = v.iter().map(|(_, r)| r.listens).sum();
         w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
             KEPT_EVENTS_KEY.to_string(),
             listens.to_string(),
