@@ -1,6 +1,7 @@
-//! Rows of one partition -> one Arrow record batch (sorted by the table key,
-//! strings byte-wise) -> one Parquet file (zstd, statistics, large row groups,
-//! sorting columns declared, bloom filter on `user_id`).
+//! Rows of one partition, sorted by the table key (strings byte-wise) ->
+//! Arrow record batches of a slice of rows each -> one Parquet file (zstd,
+//! statistics, row groups of up to 1M rows, sorting columns declared, bloom
+//! filter on `user_id`, dictionaries only where values repeat).
 
 use crate::dataflow::{ArtistRow, DailyRow, LateRow, ProfIn, ProfileRow, RejectRow, TopEntry, TrackRow};
 use crate::intern::{Interner, Name};
