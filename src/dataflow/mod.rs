@@ -158,15 +158,21 @@ impl TrackRow {
 }
 
 /// A `user_artist_daily` row while the dataflow holds it (counts as in
-/// [`TrackRow`]): 32 bytes (was 48).
+/// [`TrackRow`]; its listens are its plays plus skips): 24 bytes (was 48).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ArtistRow {
     pub artist: Name,
-    pub listens: u32,
     pub plays: u32,
     pub skips: u32,
     pub distinct_tracks: u32,
     pub ms_played: i64,
+}
+
+impl ArtistRow {
+    /// Every listen is a play or a skip.
+    pub fn listens(&self) -> i64 {
+        i64::from(self.plays) + i64::from(self.skips)
+    }
 }
 
 /// Adds `n` listens to a count of one (user, day, track or artist).
@@ -943,7 +949,6 @@ fn user_artist_logic() -> impl GroupLogic<(i32, Name), DayListen, ArtistRow> {
                 ..Default::default()
             });
             let c = u32::try_from(*n).expect("a positive count");
-            add(&mut r.listens, c);
             if v.time.skip() {
                 add(&mut r.skips, c);
             } else {
@@ -1154,6 +1159,7 @@ mod tests {
             );
             proptest::prop_assert_eq!(pa.cmp(&pb), unpacked(a).cmp(&unpacked(b)));
             proptest::prop_assert_eq!(std::mem::size_of::<ProfIn>(), 24);
+            proptest::prop_assert_eq!(std::mem::size_of::<ArtistRow>(), 24);
             proptest::prop_assert_eq!(std::mem::align_of::<ProfIn>(), 4);
         }
     }

@@ -349,7 +349,7 @@ pub fn to_batch(rows: &PartRows, range: std::ops::Range<usize>, day: i32, int: &
                 strs(v.iter().map(|(u, _)| int.resolve(u.0))),
                 strs(v.iter().map(|(_, r)| int.resolve(r.artist.0))),
                 days(day, n),
-                i64s(v.iter().map(|(_, r)| r.listens.into())),
+                i64s(v.iter().map(|(_, r)| r.listens())),
                 i64s(v.iter().map(|(_, r)| r.plays.into())),
                 i64s(v.iter().map(|(_, r)| r.skips.into())),
                 i64s(v.iter().map(|(_, r)| r.ms_played)),
