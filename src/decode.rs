@@ -453,6 +453,33 @@ mod tests {
         assert_eq!(reason(&vec![b' '; 65537]), "too_large");
     }
 
+    /// The whole value is checked for UTF-8 once: invalid bytes in a key or
+    /// in an ignored field's value make it `invalid_json` too. A key with
+    /// escapes (copied, not borrowed) still names its field, and still
+    /// counts as a duplicate of the same key written plainly.
+    #[test]
+    fn utf8_and_escaped_keys() {
+        let extra = |tail: &[u8]| {
+            let mut v = serde_json::to_vec(&base()).unwrap();
+            v.pop();
+            v.extend_from_slice(tail);
+            v.push(b'}');
+            reason(&v)
+        };
+        assert_eq!(extra(b",\"x\":\"\xff\""), "invalid_json");
+        assert_eq!(extra(b",\"x\":{\"y\":[\"\xfe\"]}"), "invalid_json");
+        assert_eq!(extra(b",\"\xff\":1"), "invalid_json");
+        assert_eq!(extra(b",\"event\\u005fid\":\"e2\""), "invalid_json");
+        assert_eq!(extra(b",\"\\u0078\":1,\"x\":2"), "invalid_json");
+        assert_eq!(extra(b",\"\\u0078\":1"), "ok");
+        let mut m = base();
+        let user = m.remove("user_id").unwrap();
+        let mut v = serde_json::to_vec(&m).unwrap();
+        v.pop();
+        v.extend_from_slice(format!(",\"user\\u005fid\":{user}}}").as_bytes());
+        assert_eq!(reason(&v), "ok");
+    }
+
     #[test]
     fn integers() {
         assert_eq!(with("ts", "\"1700000000000\""), "wrong_type:ts");
