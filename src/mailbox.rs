@@ -99,17 +99,12 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
         !self.frontier.borrow().less_equal(&t)
     }
 
-    /// The records of time `t` that arrived here (all of them once `complete(t)`).
-    pub fn take(&self, t: Time) -> Vec<T> {
-        self.got.borrow_mut().remove(&t).unwrap_or_default()
-    }
-
     /// Sends `items` at `t`, closes `t`, and steps `worker` until every
     /// worker's records of `t` are here (or the run is aborted). Each record
     /// is pushed on as it is sent (a routed mailbox ships it as a message of
     /// its own, [`OneEach`]) and the worker steps in between, so large
-    /// records (partition rows) travel to other processes one at a time and
-    /// are taken in as they arrive, instead of all waiting in buffers at once.
+    /// records (partition rows) travel to other processes one at a time,
+    /// instead of all waiting in buffers at once.
     pub fn exchange(
         &mut self,
         worker: &mut Worker,
@@ -117,16 +112,44 @@ impl<T: ExchangeData + Clone> Mailbox<T> {
         t: Time,
         items: impl IntoIterator<Item = T>,
     ) -> anyhow::Result<Vec<T>> {
+        let mut got = Vec::new();
+        self.exchange_each(worker, abort, t, items, |x| got.push(x))?;
+        Ok(got)
+    }
+
+    /// As [`Mailbox::exchange`], but each record that arrives is handed to
+    /// `take` at once, between steps, rather than held until every worker's
+    /// records are here: a receiver that folds pieces of rows into one
+    /// partition frees each piece as it comes.
+    pub fn exchange_each(
+        &mut self,
+        worker: &mut Worker,
+        abort: &Abort,
+        t: Time,
+        items: impl IntoIterator<Item = T>,
+        mut take: impl FnMut(T),
+    ) -> anyhow::Result<()> {
         self.input.advance_to(t);
         for x in items {
             abort.check()?;
             self.input.send(x);
             self.input.flush();
             worker.step();
+            self.take_each(t, &mut take);
         }
         self.close(t);
-        wait(worker, abort, || self.complete(t))?;
-        Ok(self.take(t))
+        wait(worker, abort, || {
+            self.take_each(t, &mut take);
+            self.complete(t)
+        })?;
+        self.take_each(t, &mut take);
+        Ok(())
+    }
+
+    /// Hands the records of time `t` that arrived so far to `take`.
+    fn take_each(&self, t: Time, take: &mut impl FnMut(T)) {
+        let arrived = self.got.borrow_mut().remove(&t);
+        arrived.into_iter().flatten().for_each(take);
     }
 }
 
@@ -210,6 +233,34 @@ mod tests {
             assert!(b.extract().is_none());
         }
         assert!(b.finish().is_none());
+    }
+
+    /// `exchange_each` hands each record over as it arrives, while later
+    /// records are still being sent: a receiver folding pieces into a
+    /// partition holds one piece at a time, not all of them.
+    #[test]
+    fn exchange_each_hands_records_over_as_they_arrive() {
+        use std::sync::{Arc, Mutex};
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        timely::execute(timely::Config::thread(), move |worker| {
+            let mut mail = Mailbox::<u32>::routed(worker, |_| 0);
+            let sent = (1..=4).inspect(|x| l.lock().unwrap().push(format!("sent {x}")));
+            let abort = Abort::default();
+            mail.exchange_each(worker, &abort, 0, sent, |x| l.lock().unwrap().push(format!("took {x}")))
+                .expect("exchange");
+        })
+        .expect("workers");
+        let log = log.lock().unwrap().clone();
+        let at = |e: &str| {
+            log.iter()
+                .position(|x| x == e)
+                .unwrap_or_else(|| panic!("{e} missing: {log:?}"))
+        };
+        for x in 1..=4 {
+            assert!(at(&format!("sent {x}")) < at(&format!("took {x}")), "{log:?}");
+        }
+        assert!(at("took 1") < at("sent 3"), "records were held until the end: {log:?}");
     }
 
     /// A routed record reaches its worker while its time is still open

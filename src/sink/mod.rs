@@ -402,7 +402,8 @@ pub fn to_owners(
         rows.into_pieces(n).map(move |r| (owner, k, r))
     });
     let mut parts: BTreeMap<(Table, i32), PartRows> = BTreeMap::new();
-    for (_, k, rows) in mail.exchange(worker, abort, t, sent)? {
+    // Each piece joins its partition as it arrives, and is freed.
+    mail.exchange_each(worker, abort, t, sent, |(_, k, rows)| {
         match parts.get_mut(&k) {
             Some(p) => p.append(rows),
             None => {
@@ -416,7 +417,7 @@ pub fn to_owners(
                 parts.insert(k, all);
             }
         }
-    }
+    })?;
     Ok(parts)
 }
 

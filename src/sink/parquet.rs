@@ -84,7 +84,10 @@ impl PartRows {
 
     /// Splits the rows into pieces of at most `n` rows (the last rows first),
     /// cut as they are taken: the share and one piece are in memory at a
-    /// time, not the share and all its pieces.
+    /// time, not the share and all its pieces. The share's vector gives back
+    /// the memory of each piece cut off (shrinking a large allocation in
+    /// place; glibc neither copies nor moves it), so rows on their way are
+    /// in memory once, not in the share and in the pieces.
     pub fn into_pieces(self, n: usize) -> Box<dyn Iterator<Item = PartRows>> {
         fn split<T: 'static>(
             mut v: Vec<T>,
@@ -94,7 +97,9 @@ impl PartRows {
             let mut last = true;
             Box::new(std::iter::from_fn(move || {
                 if v.len() > n {
-                    Some(wrap(v.split_off(v.len() - n)))
+                    let piece = v.split_off(v.len() - n);
+                    v.shrink_to_fit();
+                    Some(wrap(piece))
                 } else {
                     std::mem::take(&mut last).then(|| wrap(std::mem::take(&mut v)))
                 }
@@ -588,6 +593,16 @@ mod tests {
             let pieces: Vec<PartRows> = PartRows::UserDaily(all.clone()).into_pieces(n).collect();
             assert!(pieces.iter().all(|p| p.len() <= n && p.table() == Table::UserDaily));
             assert_eq!(pieces.len(), rows.div_ceil(n).max(1));
+            // The last piece is the share's own vector: it gave back the
+            // memory of the pieces cut off before it.
+            if let Some(PartRows::UserDaily(last)) = pieces.last() {
+                assert!(
+                    last.capacity() <= n,
+                    "{} rows kept room for {}",
+                    last.len(),
+                    last.capacity()
+                );
+            }
             let mut back = PartRows::empty(Table::UserDaily);
             for p in pieces {
                 back.append(p);
