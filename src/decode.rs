@@ -420,13 +420,20 @@ mod tests {
         }
     }
 
-    fn with(field: &str, raw: &str) -> String {
+    /// The reason for `base()` without `field` and with the raw bytes
+    /// `tail` as its last members.
+    fn ending(field: &str, tail: &[u8]) -> String {
         let mut m = base();
         m.remove(field);
-        let mut s = serde_json::to_string(&m).unwrap();
-        s.pop();
-        s.push_str(&format!(",\"{field}\":{raw}}}"));
-        reason(s.as_bytes())
+        let mut v = serde_json::to_vec(&m).unwrap();
+        v.pop();
+        v.extend_from_slice(tail);
+        v.push(b'}');
+        reason(&v)
+    }
+
+    fn with(field: &str, raw: &str) -> String {
+        ending(field, format!(",\"{field}\":{raw}").as_bytes())
     }
 
     #[test]
@@ -459,25 +466,14 @@ mod tests {
     /// counts as a duplicate of the same key written plainly.
     #[test]
     fn utf8_and_escaped_keys() {
-        let extra = |tail: &[u8]| {
-            let mut v = serde_json::to_vec(&base()).unwrap();
-            v.pop();
-            v.extend_from_slice(tail);
-            v.push(b'}');
-            reason(&v)
-        };
+        let extra = |tail: &[u8]| ending("", tail);
         assert_eq!(extra(b",\"x\":\"\xff\""), "invalid_json");
         assert_eq!(extra(b",\"x\":{\"y\":[\"\xfe\"]}"), "invalid_json");
         assert_eq!(extra(b",\"\xff\":1"), "invalid_json");
         assert_eq!(extra(b",\"event\\u005fid\":\"e2\""), "invalid_json");
         assert_eq!(extra(b",\"\\u0078\":1,\"x\":2"), "invalid_json");
         assert_eq!(extra(b",\"\\u0078\":1"), "ok");
-        let mut m = base();
-        let user = m.remove("user_id").unwrap();
-        let mut v = serde_json::to_vec(&m).unwrap();
-        v.pop();
-        v.extend_from_slice(format!(",\"user\\u005fid\":{user}}}").as_bytes());
-        assert_eq!(reason(&v), "ok");
+        assert_eq!(ending("user_id", b",\"user\\u005fid\":\"u1\""), "ok");
     }
 
     #[test]
