@@ -108,6 +108,8 @@ struct Shares {
 
 /// The mailboxes of a batch run, built by every worker in this order.
 struct Mail {
+    /// Every worker has read its input.
+    read: Mailbox<()>,
     tally: Mailbox<Tally>,
     shares: Mailbox<Shares>,
     /// (owner, partition, a share of its rows)
@@ -120,6 +122,7 @@ struct Mail {
 impl Mail {
     fn build(worker: &mut timely::worker::Worker) -> Mail {
         Mail {
+            read: Mailbox::broadcast(worker),
             tally: Mailbox::broadcast(worker),
             shares: Mailbox::broadcast(worker),
             rows: sink::rows_mail(worker),
@@ -341,6 +344,7 @@ fn batch_worker(worker: &mut timely::worker::Worker, c: &Ctx) -> Result<Option<B
     // complete, timely drops the first dataflow with its (day, user)
     // arrangement.
     drop((h.listens, h.rejected));
+    seal_event_ids(worker, c, &mut mail)?;
     mailbox::wait(worker, &c.abort, || probe.done())?;
     log_phase(index, t0, "daily tables computed", &c.interner);
     let mine = {
@@ -807,6 +811,22 @@ impl Stager<'_> {
         missing.sort_unstable();
         Ok(missing)
     }
+}
+
+/// In a batch of one process, once every worker has read its input no event
+/// id is interned again (records reach other workers without serialization):
+/// the ids' lookup tables go before the daily tables are computed, the
+/// batch's memory peak, and every id still resolves. Where records go
+/// through bytes (a cluster, `ProcessBinary`) the tables stay: kept listens
+/// arrive until the (day, user) arrangement is complete, and are interned
+/// on arrival.
+fn seal_event_ids(worker: &mut timely::worker::Worker, c: &Ctx, mail: &mut Mail) -> Result<()> {
+    if c.cfg.topology.serializes() {
+        return Ok(());
+    }
+    mail.read.exchange(worker, &c.abort, 0, [()])?;
+    c.interner.seal_event_ids();
+    Ok(())
 }
 
 /// Forgets the event ids of every day: this process's workers are all

@@ -92,6 +92,12 @@ impl Topology {
         }
     }
 
+    /// Whether records between workers go through bytes (a cluster, or
+    /// `ProcessBinary`): ids are then interned again where they arrive.
+    pub fn serializes(&self) -> bool {
+        !matches!(self, Topology::Process)
+    }
+
     pub fn processes(&self) -> usize {
         match self {
             Topology::Cluster { addresses, .. } => addresses.len(),

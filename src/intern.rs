@@ -357,6 +357,8 @@ pub struct CompactStrings {
 struct Shard {
     table: hashbrown::HashTable<u32>,
     strings: Stored,
+    /// The table was dropped: ids resolve, nothing new is interned.
+    sealed: bool,
 }
 
 /// The stored forms of one shard.
@@ -374,6 +376,11 @@ struct Stored {
 const SLOTS: usize = if cfg!(test) { 1 << 10 } else { 1 << 16 };
 
 impl Stored {
+    /// Number of stored forms.
+    fn len(&self) -> usize {
+        self.locs.len() + self.fixed.iter().map(Vec::len).sum::<usize>()
+    }
+
     /// The stored form of an entry.
     fn get(&self, entry: u32) -> (bool, &[u8]) {
         let i = (entry >> 1) as usize;
@@ -483,7 +490,8 @@ impl CompactStrings {
         let h = self.hasher.hash_one(key);
         let shard = (h as usize) % SHARDS;
         let mut guard = self.shards[shard].lock().expect("interner shard");
-        let Shard { table, strings } = &mut *guard;
+        let Shard { table, strings, sealed } = &mut *guard;
+        assert!(!*sealed, "an event id interned after its day's table was sealed");
         if let Some(&e) = table.find(h, |&e| strings.get(e) == key) {
             return (e << 4) | shard as u32;
         }
@@ -497,8 +505,19 @@ impl CompactStrings {
     pub fn count(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().expect("interner shard").table.len())
+            .map(|s| s.lock().expect("interner shard").strings.len())
             .sum()
+    }
+
+    /// Drops the lookup table (about 10 bytes per id): every id still
+    /// resolves, and interning a string afterwards panics (a bug: it could
+    /// give a string a second id).
+    pub fn seal(&self) {
+        for s in &self.shards {
+            let mut s = s.lock().expect("interner shard");
+            s.table = hashbrown::HashTable::new();
+            s.sealed = true;
+        }
     }
 
     /// The string of an id (copied out of the shard).
@@ -578,6 +597,16 @@ impl Interner {
     /// Forgets the event ids of `day` (its state was released).
     pub fn release_day(&self, day: i32) {
         self.events.write().expect("interner lock").remove(&day);
+    }
+
+    /// Seals every day's event ids ([`CompactStrings::seal`]): once no
+    /// event id can reach this process any more (a batch of one process
+    /// whose workers have all read their input), the ids resolve as before
+    /// and their lookup tables are freed.
+    pub fn seal_event_ids(&self) {
+        for c in self.events.read().expect("interner lock").values() {
+            c.seal();
+        }
     }
 
     /// The days holding event ids.
@@ -681,6 +710,33 @@ mod tests {
         let k: EventKey = bincode::deserialize(&unpacked).unwrap();
         assert_eq!(k, EventKey::of(7, forms[0]));
         assert_eq!(b.event_ids_len(), forms.len());
+    }
+
+    /// A sealed day's ids resolve and route as before and are still
+    /// counted; interning into it fails loudly rather than give a string a
+    /// second id.
+    #[test]
+    fn sealed_event_ids_resolve_and_refuse_new_ones() {
+        let i = Interner::new();
+        enter(&i);
+        let forms = ["6d9b02a4931cd26fc10af8d4548cd09e", "abc", "é-1", &"f".repeat(126)];
+        let keys: Vec<EventKey> = forms.iter().map(|f| EventKey::of(3, f)).collect();
+        let hash = |k: &EventKey| ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(k);
+        let hashes: Vec<u64> = keys.iter().map(hash).collect();
+        i.seal_event_ids();
+        assert_eq!(i.event_ids_len(), forms.len());
+        for ((k, f), h) in keys.iter().zip(forms).zip(hashes) {
+            assert_eq!(k.resolve(), f);
+            assert_eq!(hash(k), h);
+        }
+        let again = std::panic::catch_unwind(|| EventKey::of(3, forms[1]));
+        assert!(again.is_err(), "a sealed day interns nothing, not even a known id");
+        enter(&i);
+        assert_eq!(
+            EventKey::of(4, "abc").day,
+            4,
+            "a day first seen after sealing is not sealed"
+        );
     }
 
     #[test]
