@@ -410,7 +410,14 @@ impl<'de> Deserialize<'de> for ProfIn {
         let w = ProfInWire::deserialize(d)?;
         let (day, kind) = (w.day_kind.div_euclid(4), KINDS[w.day_kind.rem_euclid(4) as usize]);
         let id = w.id.unwrap_or_default();
-        Ok(ProfIn::new(day, kind, id, w.plays.into(), w.skips.into(), w.ms_played as i64))
+        Ok(ProfIn::new(
+            day,
+            kind,
+            id,
+            w.plays.into(),
+            w.skips.into(),
+            w.ms_played as i64,
+        ))
     }
 }
 
@@ -1282,11 +1289,17 @@ mod tests {
         ];
         let bytes: Vec<Vec<u8>> = sent.iter().map(|p| bincode::serialize(p).unwrap()).collect();
         let hashes: Vec<u64> = sent.iter().map(hash).collect();
-        let sent_names: Vec<_> = sent.iter().map(|p| p.id().map(|n| a.resolve(n.0).to_string())).collect();
+        let sent_names: Vec<_> = sent
+            .iter()
+            .map(|p| p.id().map(|n| a.resolve(n.0).to_string()))
+            .collect();
         crate::intern::enter(&b);
         for (i, bin) in bytes.iter().enumerate() {
             let got: ProfIn = bincode::deserialize(bin).unwrap();
-            assert_eq!((got.day(), got.kind(), got.plays, got.skips), (sent[i].day(), sent[i].kind(), sent[i].plays, sent[i].skips));
+            assert_eq!(
+                (got.day(), got.kind(), got.plays, got.skips),
+                (sent[i].day(), sent[i].kind(), sent[i].plays, sent[i].skips)
+            );
             assert_eq!(got.ms_played(), sent[i].ms_played());
             assert_eq!(got.id().map(|n| b.resolve(n.0).to_string()), sent_names[i]);
             assert_eq!(hash(&got), hashes[i]);
