@@ -825,7 +825,9 @@ fn seal_event_ids(worker: &mut timely::worker::Worker, c: &Ctx, mail: &mut Mail)
         return Ok(());
     }
     mail.read.exchange(worker, &c.abort, 0, [()])?;
-    c.interner.seal_event_ids();
+    if worker.index() == 0 {
+        c.interner.seal_event_ids();
+    }
     Ok(())
 }
 

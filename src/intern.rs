@@ -607,6 +607,7 @@ impl Interner {
         for c in self.events.read().expect("interner lock").values() {
             c.seal();
         }
+        tracing::info!(ids = self.event_ids_len(), "event ids sealed");
     }
 
     /// The days holding event ids.

@@ -122,10 +122,16 @@ fn names_cross_processes_as_strings_and_colliding_routes_merge_nothing() {
     let (code, _, err) = proc::run(
         &["batch", "--input", f, "--output", o, "--workers", "3", "--quiet"],
         dir.path(),
-        &[("SKIPFLOW_ROUTE_HASH", "constant")],
+        &[
+            ("SKIPFLOW_ROUTE_HASH", "constant"),
+            ("SKIPFLOW_LOG", "skipflow::intern=info"),
+        ],
         LIMIT,
     );
     assert_eq!(code, 0, "{err}");
+    // One process: its event ids were sealed once every worker had read its
+    // input (and the outputs show none was interned after).
+    assert_eq!(err.matches("event ids sealed").count(), 1, "{err}");
     assert_same(&collide, &plain, "colliding routes");
 }
 
