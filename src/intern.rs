@@ -353,12 +353,19 @@ pub struct CompactStrings {
 /// common case) sit in fixed 16-byte slots; any other string sits in `chunks`
 /// with a location in `locs`. The table holds entries: slot or location
 /// index, shifted, and the store (low bit: 1 = fixed).
-#[derive(Default)]
 struct Shard {
-    table: hashbrown::HashTable<u32>,
+    /// `None` once sealed: ids resolve, nothing new is interned.
+    table: Option<hashbrown::HashTable<u32>>,
     strings: Stored,
-    /// The table was dropped: ids resolve, nothing new is interned.
-    sealed: bool,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            table: Some(Default::default()),
+            strings: Default::default(),
+        }
+    }
 }
 
 /// The stored forms of one shard.
@@ -490,8 +497,10 @@ impl CompactStrings {
         let h = self.hasher.hash_one(key);
         let shard = (h as usize) % SHARDS;
         let mut guard = self.shards[shard].lock().expect("interner shard");
-        let Shard { table, strings, sealed } = &mut *guard;
-        assert!(!*sealed, "an event id interned after its day's table was sealed");
+        let Shard { table, strings } = &mut *guard;
+        let table = table
+            .as_mut()
+            .expect("an event id interned after its day's table was sealed");
         if let Some(&e) = table.find(h, |&e| strings.get(e) == key) {
             return (e << 4) | shard as u32;
         }
@@ -514,9 +523,7 @@ impl CompactStrings {
     /// give a string a second id).
     pub fn seal(&self) {
         for s in &self.shards {
-            let mut s = s.lock().expect("interner shard");
-            s.table = hashbrown::HashTable::new();
-            s.sealed = true;
+            s.lock().expect("interner shard").table = None;
         }
     }
 

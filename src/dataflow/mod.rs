@@ -180,8 +180,14 @@ impl TrackRow {
     /// Sets the sums the row keeps from those of its listens.
     fn set_sums(&mut self, ms_played: i64, sum_min: i64, sum_duration: i64) {
         self.ms_played = split(ms_played as u64);
-        self.completion = split((sum_min as f64 / sum_duration as f64).to_bits());
+        self.completion = split(ratio(sum_min, sum_duration).to_bits());
     }
+}
+
+/// A ratio column's value (`skip_rate`, `completion`): the same division
+/// wherever a table computes one.
+pub fn ratio(num: i64, den: i64) -> f64 {
+    num as f64 / den as f64
 }
 
 /// A `user_artist_daily` row while the dataflow holds it (counts as in
@@ -322,6 +328,14 @@ pub enum ProfKind {
 
 const KINDS: [ProfKind; 4] = [ProfKind::AsOf, ProfKind::Daily, ProfKind::Track, ProfKind::Artist];
 
+impl ProfKind {
+    /// Track and artist rows have an id (and no `ms_played`); daily rows
+    /// and markers the reverse.
+    fn has_id(self) -> bool {
+        matches!(self, ProfKind::Track | ProfKind::Artist)
+    }
+}
+
 /// A profile input as it is hashed and crosses processes.
 #[derive(Hash, Serialize, Deserialize)]
 struct ProfInWire {
@@ -335,18 +349,29 @@ struct ProfInWire {
 impl ProfIn {
     /// `id` counts for track and artist rows only, `ms_played` for daily rows only.
     pub fn new(day: i32, kind: ProfKind, id: Name, plays: i64, skips: i64, ms_played: i64) -> Self {
-        let [hi, lo] = split(ms_played as u64);
-        let (id_or_ms, ms_lo) = match kind {
-            ProfKind::Track | ProfKind::Artist => (id.0, 0),
-            ProfKind::AsOf | ProfKind::Daily => (hi, lo),
-        };
-        ProfIn {
+        ProfIn::from_wire(ProfInWire {
             day_kind: day * 4 + kind as i32,
-            id_or_ms,
+            id: Some(id),
             plays: plays as u32,
             skips: skips as u32,
-            ms_lo,
+            ms_played: ms_played as u64,
+        })
+    }
+    /// Packs the unpacked form: the kind decides whether the shared word
+    /// holds the id or `ms_played`'s high half.
+    fn from_wire(w: ProfInWire) -> Self {
+        let mut p = ProfIn {
+            day_kind: w.day_kind,
+            id_or_ms: 0,
+            plays: w.plays,
+            skips: w.skips,
+            ms_lo: 0,
+        };
+        match p.has_id() {
+            true => p.id_or_ms = w.id.unwrap_or_default().0,
+            false => [p.id_or_ms, p.ms_lo] = split(w.ms_played),
         }
+        p
     }
     pub fn day(&self) -> i32 {
         self.day_kind.div_euclid(4)
@@ -355,7 +380,7 @@ impl ProfIn {
         KINDS[self.day_kind.rem_euclid(4) as usize]
     }
     fn has_id(&self) -> bool {
-        matches!(self.kind(), ProfKind::Track | ProfKind::Artist)
+        self.kind().has_id()
     }
     /// The track or artist (`None` for daily rows and markers).
     pub fn id(&self) -> Option<Name> {
@@ -407,17 +432,7 @@ impl Serialize for ProfIn {
 
 impl<'de> Deserialize<'de> for ProfIn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = ProfInWire::deserialize(d)?;
-        let (day, kind) = (w.day_kind.div_euclid(4), KINDS[w.day_kind.rem_euclid(4) as usize]);
-        let id = w.id.unwrap_or_default();
-        Ok(ProfIn::new(
-            day,
-            kind,
-            id,
-            w.plays.into(),
-            w.skips.into(),
-            w.ms_played as i64,
-        ))
+        ProfInWire::deserialize(d).map(ProfIn::from_wire)
     }
 }
 
@@ -1261,8 +1276,7 @@ mod tests {
         ) {
             let b = if same_day { (a.0, b.1, b.2, b.3, b.4, b.5) } else { b };
             let p = |x: (i32, u8, u32, u32, u32, u64)| {
-                let ms = if matches!(kind(x.1), ProfKind::Track | ProfKind::Artist) { 0 } else { x.5 };
-                ProfIn::new(x.0, kind(x.1), Name(x.2), x.3 as i64, x.4 as i64, ms as i64)
+                ProfIn::new(x.0, kind(x.1), Name(x.2), x.3 as i64, x.4 as i64, x.5 as i64)
             };
             let (pa, pb) = (p(a), p(b));
             let read = |q: &ProfIn| (q.day(), q.kind(), q.id(), q.plays, q.skips, q.ms_played());

@@ -3,7 +3,7 @@
 //! statistics, row groups of up to 1M rows, sorting columns declared, bloom
 //! filter on `user_id`, dictionaries only where values repeat).
 
-use crate::dataflow::{ArtistRow, DailyRow, LateRow, ProfIn, ProfileRow, RejectRow, TopEntry, TrackRow};
+use crate::dataflow::{ratio, ArtistRow, DailyRow, LateRow, ProfIn, ProfileRow, RejectRow, TopEntry, TrackRow};
 use crate::intern::{Interner, Name};
 use crate::schema::Table;
 use anyhow::{Context, Result};
@@ -192,10 +192,6 @@ fn prefix(s: &[u8]) -> u64 {
     let n = s.len().min(8);
     b[..n].copy_from_slice(&s[..n]);
     u64::from_be_bytes(b)
-}
-
-fn ratio(num: i64, den: i64) -> f64 {
-    num as f64 / den as f64
 }
 
 fn ts_array(v: impl Iterator<Item = i64>) -> ArrayRef {
