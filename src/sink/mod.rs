@@ -4,6 +4,8 @@
 
 pub mod parquet;
 pub mod read;
+mod rows;
+mod tables;
 
 use crate::dataflow::{Diff, SinkTraces, Time};
 use crate::error::Abort;
@@ -19,7 +21,7 @@ use differential_dataflow::trace::TraceReader;
 use std::collections::{BTreeMap, HashMap};
 use timely::progress::frontier::Antichain;
 
-pub use self::parquet::PartRows;
+pub use self::rows::PartRows;
 
 /// A partition written to staging, ready to publish.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -353,7 +355,7 @@ pub fn sizes(
 pub fn stage_partition(staging: &Staging, day: i32, mut rows: PartRows, int: &Interner) -> Result<Staged> {
     let table = rows.table();
     let t = std::time::Instant::now();
-    self::parquet::sort(&mut rows, int);
+    rows.sort(int);
     let n = rows.len();
     let sorted = t.elapsed().as_secs_f64();
     let (file, bytes) = self::parquet::write_file(staging.writer(table, day)?, &rows, day, int)?;
