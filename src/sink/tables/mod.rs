@@ -71,6 +71,20 @@ impl Ranks {
     }
 }
 
+/// Sorts rows by their user's name, byte-wise (through ranks).
+fn sort_by_user<T>(v: &mut [(Name, T)], int: &Interner) {
+    let users = Ranks::new(v.iter().map(|r| r.0), int);
+    v.sort_by_cached_key(|r| users.of(r.0));
+}
+
+/// Sorts rows by their user's name, then by the name `second` picks out,
+/// both byte-wise (through ranks).
+fn sort_by_user_then<T>(v: &mut [(Name, T)], int: &Interner, second: impl Fn(&T) -> Name) {
+    let users = Ranks::new(v.iter().map(|r| r.0), int);
+    let seconds = Ranks::new(v.iter().map(|r| second(&r.1)), int);
+    v.sort_by_cached_key(|r| (users.of(r.0), seconds.of(second(&r.1))));
+}
+
 /// The first 8 bytes of `s`, zero-padded, as a big-endian number: ordering
 /// by it, then by the bytes, is byte-wise order (a shorter string pads with
 /// zeros, so it never orders after a string it is a prefix of), and most

@@ -1,7 +1,7 @@
 //! `user_artist_daily`: one row per (user, artist, day), sorted by user,
 //! then artist.
 
-use super::{days, i64s, strs, Ranks, TableRows};
+use super::{days, i64s, sort_by_user_then, strs, TableRows};
 use crate::dataflow::{ArtistRow, ProfIn};
 use crate::intern::{Interner, Name};
 use crate::schema::Table;
@@ -17,9 +17,7 @@ impl TableRows for (Name, ArtistRow) {
     }
 
     fn sort(v: &mut Vec<Self>, int: &Interner) {
-        let users = Ranks::new(v.iter().map(|r| r.0), int);
-        let artists = Ranks::new(v.iter().map(|r| r.1.artist), int);
-        v.sort_by_cached_key(|r| (users.of(r.0), artists.of(r.1.artist)));
+        sort_by_user_then(v, int, |r| r.artist)
     }
 
     fn columns(v: &[Self], day: i32, int: &Interner) -> Vec<ArrayRef> {

@@ -1,6 +1,6 @@
 //! `user_daily`: one row per (user, day), sorted by user.
 
-use super::{days, f64s, i64s, strs, ts_array, Ranks, TableRows};
+use super::{days, f64s, i64s, sort_by_user, strs, ts_array, TableRows};
 use crate::dataflow::{ratio, DailyRow, ProfIn};
 use crate::intern::{Interner, Name};
 use crate::schema::Table;
@@ -20,8 +20,7 @@ impl TableRows for (Name, DailyRow) {
     }
 
     fn sort(v: &mut Vec<Self>, int: &Interner) {
-        let users = Ranks::new(v.iter().map(|r| r.0), int);
-        v.sort_by_cached_key(|r| users.of(r.0));
+        sort_by_user(v, int)
     }
 
     fn columns(v: &[Self], day: i32, int: &Interner) -> Vec<ArrayRef> {

@@ -1,6 +1,6 @@
 //! `user_profile_28d`: one row per (user, as-of day), sorted by user.
 
-use super::{days, f64s, i64s, strs, Ranks, TableRows};
+use super::{days, f64s, i64s, sort_by_user, strs, TableRows};
 use crate::dataflow::{ratio, ProfileRow, TopEntry};
 use crate::intern::{Interner, Name};
 use crate::schema::Table;
@@ -21,8 +21,7 @@ impl TableRows for (Name, ProfileRow) {
     }
 
     fn sort(v: &mut Vec<Self>, int: &Interner) {
-        let users = Ranks::new(v.iter().map(|r| r.0), int);
-        v.sort_by_cached_key(|r| users.of(r.0));
+        sort_by_user(v, int)
     }
 
     fn columns(v: &[Self], day: i32, int: &Interner) -> Vec<ArrayRef> {

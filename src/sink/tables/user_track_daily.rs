@@ -1,7 +1,7 @@
 //! `user_track_daily`: one row per (user, track, day), sorted by user, then
 //! track.
 
-use super::{days, f64s, i64s, strs, ts_array, Ranks, TableRows};
+use super::{days, f64s, i64s, sort_by_user_then, strs, ts_array, TableRows};
 use crate::dataflow::{ProfIn, TrackRow};
 use crate::intern::{Interner, Name};
 use crate::schema::Table;
@@ -17,9 +17,7 @@ impl TableRows for (Name, TrackRow) {
     }
 
     fn sort(v: &mut Vec<Self>, int: &Interner) {
-        let users = Ranks::new(v.iter().map(|r| r.0), int);
-        let tracks = Ranks::new(v.iter().map(|r| r.1.track), int);
-        v.sort_by_cached_key(|r| (users.of(r.0), tracks.of(r.1.track)));
+        sort_by_user_then(v, int, |r| r.track)
     }
 
     fn columns(v: &[Self], day: i32, int: &Interner) -> Vec<ArrayRef> {
